@@ -1,0 +1,32 @@
+# m3fmarl — the two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export OMP_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+
+.PHONY: demo test test-fast bench clean-venv
+
+# torch first (the CPU build on disk; any other torch pulls GBs of CUDA), then the package.
+$(VENV)/done: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[rl,test]"
+	touch $@
+
+demo: $(VENV)/done
+	$(BIN)/m3fmarl demo
+
+# pytest exits 5 when it collects no test; that is not a failure of the suite.
+test: $(VENV)/done
+	$(BIN)/pytest -q -n 2 || [ $$? -eq 5 ]
+
+test-fast: $(VENV)/done
+	$(BIN)/pytest -q -m "not slow" || [ $$? -eq 5 ]
+
+bench: $(VENV)/done
+	$(BIN)/m3fmarl bench envs
+
+clean-venv:
+	rm -rf $(VENV)

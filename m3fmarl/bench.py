@@ -1,0 +1,144 @@
+"""Environment throughput benchmarks (``m3fmarl bench envs``); numbers go in docs/benchmarks.md.
+
+What is timed:
+
+* ``single``: :class:`~m3fmarl.m3fc.env.M3FCEnv` (the unwrapped Gymnasium env, B = 1), env steps/s.
+* ``vector``: :class:`~m3fmarl.m3fc.vector.M3FCVectorEnv` with ``num_envs`` copies; env steps/s
+  counts every copy's step (so it is comparable per env step with the single env).
+* ``ot``: for 2G and Formation, the exact-OT solve alone on the problem's shapes, with POT's
+  ``emd2`` and with our solver (:func:`m3fmarl.problems.ot.ot_cost`).
+
+Actions are uniform-random over the action space, drawn before timing (a pool that is cycled),
+so the numbers measure the environment, not the action sampler.  Everything runs in this
+process on one core (set ``OMP_NUM_THREADS=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from m3fmarl.m3fc.env import M3FCEnv
+from m3fmarl.m3fc.vector import M3FCVectorEnv
+from m3fmarl.problems import PROBLEMS, canonical_name
+from m3fmarl.rollout import uniform_policy
+
+POOL = 16
+
+
+@dataclass
+class BenchRow:
+    problem: str
+    num_minors: int
+    variant: str
+    kind: str  # single | vector | ot-pot | ot-ours
+    num_envs: int
+    steps_per_s: float  # env steps/s (ot rows: solves/s)
+    ms_per_call: float  # ms per env.step call (ot rows: per solve)
+
+
+def _timed(fn: Any, min_seconds: float, min_calls: int) -> tuple[int, float]:
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn(calls)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if calls >= min_calls and elapsed >= min_seconds:
+            return calls, elapsed
+
+
+def bench_single(problem: str, num_minors: int, variant: str, min_seconds: float) -> BenchRow:
+    env = M3FCEnv(problem, num_minors=num_minors, variant=variant)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    pool = [uniform_policy(None, env.action_space, rng) for _ in range(POOL)]
+    horizon = env.problem.horizon
+
+    def one(i: int) -> None:
+        env.step(pool[i % POOL])
+        if (i + 1) % horizon == 0:
+            env.reset()
+
+    one(0)  # warm-up
+    calls, sec = _timed(one, min_seconds, 20)
+    return BenchRow(problem, num_minors, variant, "single", 1, calls / sec, 1e3 * sec / calls)
+
+
+def bench_vector(problem: str, num_minors: int, variant: str, num_envs: int, min_seconds: float) -> BenchRow:
+    env = M3FCVectorEnv(problem, num_envs=num_envs, num_minors=num_minors, variant=variant)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    pool = [uniform_policy(None, env.action_space, rng) for _ in range(POOL)]
+
+    def one(i: int) -> None:
+        env.step(pool[i % POOL])
+
+    one(0)
+    calls, sec = _timed(one, min_seconds, 5)
+    return BenchRow(problem, num_minors, variant, "vector", num_envs, calls * num_envs / sec, 1e3 * sec / calls)
+
+
+def bench_ot(problem: str, num_minors: int, variant: str, min_seconds: float) -> list[BenchRow]:
+    """Time the exact-OT solve alone on the shapes the problem's reward uses."""
+    from m3fmarl.problems import make_problem
+    from m3fmarl.problems.ot import ot_cost, ot_cost_pot
+
+    p = make_problem(problem, num_minors, variant)
+    state = p.reset(1, np.random.default_rng(0))
+    x = np.asarray(state.minors[0], dtype=np.float64)
+    q = np.asarray(state.particles[0], dtype=np.float64)
+    rows = []
+    for kind, fn in (("ot-pot", ot_cost_pot), ("ot-ours", ot_cost)):
+        fn(x, q)
+        calls, sec = _timed(lambda _i, fn=fn: fn(x, q), min_seconds, 5)
+        rows.append(BenchRow(problem, num_minors, variant, kind, 1, calls / sec, 1e3 * sec / calls))
+    return rows
+
+
+def run_env_bench(
+    problems: list[str] | None = None, num_minors: list[int] | None = None, variant: str = "reference",
+    num_envs: int = 64, min_seconds: float = 1.0, progress: Any = None,
+) -> list[BenchRow]:
+    """Run the benchmark grid; ``progress`` (if given) is called with each finished row."""
+    names = [canonical_name(p) for p in problems] if problems else list(PROBLEMS)
+    rows: list[BenchRow] = []
+    for name in names:
+        for n in num_minors or [20, 300]:
+            new = [bench_single(name, n, variant, min_seconds),
+                   bench_vector(name, n, variant, num_envs, min_seconds)]
+            if name in ("two-gaussians", "formation"):
+                new += bench_ot(name, n, variant, min_seconds)
+            for row in new:
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+    return rows
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def rows_as_dicts(rows: list[BenchRow]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

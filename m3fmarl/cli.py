@@ -1,0 +1,223 @@
+"""Command line: ``m3fmarl demo | bench envs | rollout | envs``.
+
+Usage errors (unknown problem, variant, bad N, …) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad command-line value; printed as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _problem(text: str) -> str:
+    from m3fmarl.problems import canonical_name
+
+    try:
+        return canonical_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x / 1e3:.1f}k" if x >= 1e4 else f"{x:.0f}"
+
+
+# ----------------------------------------------------------------------------------------------
+# commands
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from m3fmarl import ENV_IDS
+    from m3fmarl.m3fc.env import M3FCCore
+
+    print(f"{'problem':<14} {'gymnasium id':<26} {'T':>4} {'obs':>4} {'|xi|':>5}  major action")
+    for name, env_id in ENV_IDS.items():
+        core = M3FCCore(name, args.num_minors, args.variant)
+        p = core.problem
+        major = core.action_space[1] if hasattr(core.action_space, "spaces") else "none"
+        print(f"{name:<14} {env_id:<26} {p.horizon:>4} {core.observation_space.shape[0]:>4} "
+              f"{p.xi_size:>5}  {major}")
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from m3fmarl.rollout import ReturnStats, episode_returns
+
+    start = time.perf_counter()
+    r = episode_returns(args.problem, args.num_minors, args.episodes, variant=args.variant,
+                        policy=args.policy, seed=args.seed, num_envs=args.num_envs, execution=args.execution)
+    s = ReturnStats.of(r)
+    out = {"problem": args.problem, "num_minors": args.num_minors, "variant": args.variant,
+           "policy": args.policy, "execution": args.execution, "seed": args.seed, "episodes": s.episodes,
+           "mean": s.mean, "std": s.std, "ci95": s.ci95, "seconds": time.perf_counter() - start}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.problem} N={args.num_minors} {args.variant} {args.policy}: "
+              f"return {s.mean:.2f} ± {s.ci95:.2f} (95% CI, std {s.std:.2f}, {s.episodes} episodes)")
+    return 0
+
+
+def cmd_bench_envs(args: argparse.Namespace) -> int:
+    from m3fmarl.bench import machine_info, rows_as_dicts, run_env_bench
+
+    def show(row: Any) -> None:
+        if not args.json:
+            unit = "solves/s" if row.kind.startswith("ot") else "env steps/s"
+            print(f"{row.problem:<14} N={row.num_minors:<4} {row.kind:<7} B={row.num_envs:<3} "
+                  f"{_fmt_rate(row.steps_per_s):>8} {unit:<11} {row.ms_per_call:8.3f} ms/call", flush=True)
+
+    if not args.json:
+        print(f"bench envs: variant={args.variant}, vector copies={args.num_envs}, "
+              f">= {args.seconds}s per row, uniform-random actions")
+    rows = run_env_bench(args.problem, args.num_minors, args.variant, args.num_envs, args.seconds, show)
+    if args.json:
+        print(json.dumps({"machine": machine_info(), "rows": rows_as_dicts(rows)}, indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Roll out every problem with the fixed P0 policy; print returns and speed; save a picture."""
+    import numpy as np
+
+    from m3fmarl.m3fc.env import M3FCEnv
+    from m3fmarl.problems import PROBLEMS
+    from m3fmarl.render import figure_to_rgb
+    from m3fmarl.rollout import ReturnStats, episode_returns, uniform_policy
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"m3fmarl demo: each problem at N={args.num_minors}, variant={args.variant}, "
+          f"{args.episodes} episodes per policy, batched {args.episodes} copies at a time\n")
+    header = f"{'problem':<14} {'T':>4} {'zero ξ (P0) return':>24} {'uniform-random return':>24} {'env steps/s':>12}"
+    print(header)
+    print("-" * len(header))
+    for name in PROBLEMS:
+        stats = {}
+        t0 = time.perf_counter()
+        for pol in ("zero", "uniform"):
+            r = episode_returns(name, args.num_minors, args.episodes, variant=args.variant, policy=pol,
+                                seed=args.seed, num_envs=args.episodes)
+            stats[pol] = ReturnStats.of(r)
+        sec = time.perf_counter() - t0
+        horizon = M3FCEnv(name, num_minors=1).problem.horizon
+        rate = 2 * args.episodes * horizon / sec
+        z, u = stats["zero"], stats["uniform"]
+        print(f"{name:<14} {horizon:>4} {z.mean:>14.2f} ± {z.ci95:<7.2f} {u.mean:>14.2f} ± {u.ci95:<7.2f} "
+              f"{_fmt_rate(rate):>12}", flush=True)
+
+    # One rendered episode: frames of Beach bar under uniform-random decision rules.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    env = M3FCEnv("beach-bar", num_minors=args.num_minors, variant=args.variant, render_mode="rgb_array")
+    env.reset(seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    times = [0, 50, 100, 150, 200]
+    frames = [env.render()]
+    for t in range(1, env.problem.horizon + 1):
+        env.step(uniform_policy(None, env.action_space, rng))
+        if t in times:
+            frames.append(env.render())
+    fig = Figure(figsize=(3 * len(frames), 3.3), dpi=80)
+    FigureCanvasAgg(fig)
+    for i, frame in enumerate(frames):
+        ax = fig.add_subplot(1, len(frames), i + 1)
+        ax.imshow(frame)
+        ax.axis("off")
+    fig.suptitle(f"Beach bar, N={args.num_minors}, {args.variant}: one episode, uniform-random decision rules")
+    fig.tight_layout()
+    path = out / "demo_episode.png"
+    from PIL import Image
+
+    Image.fromarray(figure_to_rgb(fig)).save(path)
+    print(f"\nwrote {path} ({len(frames)} frames of one episode)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# parser
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from m3fmarl.problems import PROBLEMS, VARIANTS
+
+    parser = argparse.ArgumentParser(prog="m3fmarl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    problems = ", ".join(PROBLEMS)
+
+    p = sub.add_parser("demo", help="roll out every problem with fixed policies, print a table, save a picture")
+    p.add_argument("--num-minors", type=_positive_int, default=20, help="N (default 20)")
+    p.add_argument("--variant", choices=VARIANTS, default="paper")
+    p.add_argument("--episodes", type=_positive_int, default=16, help="episodes per policy and problem")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/demo", help="where the picture goes (default results/demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("envs", help="list the Gymnasium ids and their spaces")
+    p.add_argument("--num-minors", type=_positive_int, default=20)
+    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.set_defaults(func=cmd_envs)
+
+    p = sub.add_parser("rollout", help="returns of a fixed policy (zero ξ or uniform-random) with a 95%% CI")
+    p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
+    p.add_argument("--num-minors", type=_positive_int, default=20)
+    p.add_argument("--variant", choices=VARIANTS, default="paper")
+    p.add_argument("--execution", choices=("centralized", "decentralized"), default="centralized")
+    p.add_argument("--policy", choices=("zero", "uniform"), default="zero")
+    p.add_argument("--episodes", type=_positive_int, default=100)
+    p.add_argument("--num-envs", type=_positive_int, default=100, help="copies stepped together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rollout)
+
+    bench = sub.add_parser("bench", help="benchmarks (numbers for docs/benchmarks.md)")
+    bsub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
+    p = bsub.add_parser("envs", help="env steps/s of the single and vector env, and the OT solve alone")
+    p.add_argument("--problem", type=_problem, action="append", help=f"repeatable; default all of: {problems}")
+    p.add_argument("--num-minors", type=_positive_int, nargs="+", default=[20, 300])
+    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--num-envs", type=_positive_int, default=64, help="vector env copies (default 64)")
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum timing per row")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_envs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError) as err:
+        print(f"m3fmarl: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Common core of the five problems (spec/environments.md §0, §1).
+
+A *problem* is the finite-agent system: one (possibly trivial) major agent, N exchangeable minor
+agents, one shared reward, a fixed horizon T.  Every problem here is written once, batched over
+``B`` independent copies: arrays carry a leading copy axis (minors ``(B, N, d)``, major
+``(B, d0)``), and the single environment is simply the ``B = 1`` case of the same code.
+
+The M3FC view (:mod:`m3fmarl.m3fc`) and the multi-agent view only encode observations and decode
+actions; all dynamics and rewards live in the problem modules.
+
+Fidelity switches: each problem has a frozen ``Switches`` dataclass whose fields are the named
+paper/reference differences of spec §7.1, with the two presets of spec §7.4.  A problem is built
+from a ``variant`` ("paper" or "reference") plus optional per-switch overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+VARIANTS: tuple[str, ...] = ("paper", "reference")
+"""Valid values of ``variant``: what the paper describes, or what the authors' code does."""
+
+EPS_DEC = 1e-10
+"""ε_dec of the decision-rule decoders (spec §0)."""
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+def check_variant(variant: str) -> str:
+    """Return ``variant`` or raise ``ValueError`` naming the valid ones."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    return variant
+
+
+def check_num_minors(num_minors: Any) -> int:
+    """Return ``num_minors`` as an int >= 1 or raise ``ValueError``."""
+    if isinstance(num_minors, bool) or not isinstance(num_minors, (int, np.integer)):
+        raise ValueError(f"num_minors must be an integer >= 1, got {num_minors!r}")
+    if num_minors < 1:
+        raise ValueError(f"num_minors must be >= 1, got {num_minors}")
+    return int(num_minors)
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}: invalid value {value!r}; valid: {valid}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Binning and histograms (spec §1.2)
+# ----------------------------------------------------------------------------------------------
+
+
+def nearest_bin(x: NDArray[np.floating], lo: float, hi: float, num_bins: int) -> IntArray:
+    """Index of the nearest of ``num_bins`` equally spaced cell centres on [lo, hi].
+
+    Centres are ``lo + (k + 1/2)(hi - lo)/num_bins``.  Ties (a point exactly on a cell
+    boundary) go to the lower index, as the reference's argmin does; points outside [lo, hi]
+    go to the first/last cell.  Equivalent to ``ceil((x - lo)/w) - 1`` clipped to the range.
+    """
+    w = (hi - lo) / num_bins
+    idx = np.ceil((x - lo) / w).astype(np.int64) - 1
+    np.clip(idx, 0, num_bins - 1, out=idx)
+    return idx
+
+
+def batched_histogram(cells: IntArray, num_cells: int, weight: float | None = None) -> FloatArray:
+    """Normalised histogram of each row of ``cells``.
+
+    Args:
+        cells: ``(B, N)`` integer cell indices in ``[0, num_cells)``.
+        num_cells: number of cells M.
+        weight: mass per point; default ``1/N`` (the empirical measure, sums to 1).
+
+    Returns:
+        ``(B, M)`` array of masses.
+    """
+    b, n = cells.shape
+    offsets = (np.arange(b, dtype=np.int64) * num_cells)[:, None]
+    counts = np.bincount((cells + offsets).ravel(), minlength=b * num_cells)
+    w = 1.0 / n if weight is None else weight
+    return counts.reshape(b, num_cells) * w
+
+
+def unit_ball_projection(u: FloatArray, eps: float = 0.0) -> FloatArray:
+    """proj(u) = u / (max(1, ||u||_2) + eps) over the last axis (spec §0, §2.2 step 1)."""
+    norm = np.sqrt(np.einsum("...i,...i->...", u, u))
+    return u / (np.maximum(norm, 1.0) + eps)[..., None]
+
+
+def wrap(x: FloatArray, lo: float, hi: float) -> FloatArray:
+    """wrap_[lo,hi)(x) = ((x - lo) mod (hi - lo)) + lo."""
+    return np.mod(x - lo, hi - lo) + lo
+
+
+# ----------------------------------------------------------------------------------------------
+# State and switches
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class State:
+    """Base of every problem state: array fields with a leading copy axis ``B``.
+
+    Subclasses add their own fields (minors, major, targets, …); ``t`` is the per-copy step.
+    """
+
+    t: IntArray  # (B,) steps taken since reset
+
+    @property
+    def num_envs(self) -> int:
+        return int(self.t.shape[0])
+
+    def copy(self) -> "State":
+        return dataclasses.replace(
+            self, **{f.name: np.array(getattr(self, f.name), copy=True) for f in dataclasses.fields(self)}
+        )
+
+    def take(self, index: Any) -> "State":
+        """The copies selected by ``index`` (a slice, index array or mask), as a new state."""
+        return dataclasses.replace(
+            self, **{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)}
+        )
+
+
+S = TypeVar("S", bound=State)
+
+
+def where_copies(mask: NDArray[np.bool_], new: S, old: S) -> S:
+    """Per copy, ``new`` where ``mask`` (shape ``(B,)``) is true and ``old`` elsewhere."""
+    out = {}
+    for f in dataclasses.fields(old):
+        a, b = getattr(new, f.name), getattr(old, f.name)
+        m = mask.reshape((-1,) + (1,) * (np.ndim(b) - 1))
+        out[f.name] = np.where(m, a, b)
+    return dataclasses.replace(old, **out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Switches:
+    """Base of the per-problem fidelity switches.
+
+    The M3FC decoder switches (spec §7.1 G1, G2, M2) are common to every problem; each problem
+    adds its own fields.  Values are validated in ``__post_init__`` against ``CHOICES``.
+    """
+
+    std_map: str = "paper"
+    """m3fc.std_map (G1): ``paper`` s = ε + (ξ+1)/8, ``reference`` s = (ξ̃+1+ε)/4."""
+    xi_squash: str = "none"
+    """m3fc.xi_squash (G2): ``none`` or ``tanh`` applied to ξ after clipping (CE)."""
+    de_decode: str = "same_as_ce"
+    """m3fc.de_decode (M2): ``same_as_ce`` or ``reference_mismatch`` (DE decodes without tanh
+    for 2G and Formation, as the authors' per-agent wrappers do)."""
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "std_map": ("paper", "reference"),
+        "xi_squash": ("none", "tanh"),
+        "de_decode": ("same_as_ce", "reference_mismatch"),
+    }
+
+    def __post_init__(self) -> None:
+        for name, choices in self.CHOICES.items():
+            check_choice(name, getattr(self, name), choices)
+
+
+SW = TypeVar("SW", bound=Switches)
+
+
+def resolve_switches(presets: dict[str, SW], variant: str, overrides: dict[str, Any]) -> SW:
+    """The preset of ``variant`` with ``overrides`` applied; unknown switch names are refused."""
+    check_variant(variant)
+    base = presets[variant]
+    names = [f.name for f in dataclasses.fields(base)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"unknown switch {unknown[0]!r}; valid: {', '.join(names)}")
+    return dataclasses.replace(base, **overrides)
+
+
+# ----------------------------------------------------------------------------------------------
+# Problem base class
+# ----------------------------------------------------------------------------------------------
+
+
+class Problem(ABC, Generic[S]):
+    """A batched major-minor problem (spec §1.1).
+
+    Class attributes describe the interface the views need:
+
+    * ``name``: CLI name (``beach-bar``); ``env_id``: the Gymnasium id.
+    * ``horizon``: T (episodes are exactly T steps, then truncated).
+    * ``minor_action_dim``: d for continuous minor actions (U = [-1, 1]^d), or ``None``.
+    * ``num_minor_actions``: size of a discrete minor action set, or ``None``.
+    * ``xi_shape`` (property): the decision-rule parameter layout, cells first, C order.
+    * ``has_major``: whether the problem has a major agent with an action.
+    * ``reference_de_squash``: ξ squash the reference DE wrapper applies (bug M2).
+    """
+
+    name: ClassVar[str]
+    env_id: ClassVar[str]
+    horizon: ClassVar[int]
+    minor_action_dim: ClassVar[int | None] = None
+    num_minor_actions: ClassVar[int | None] = None
+    major_action_dim: ClassVar[int | None] = None
+    """d0 of a continuous major action Box(-1, 1, (d0,)), or None."""
+    num_major_actions: ClassVar[int | None] = None
+    """size of a discrete major action, or None."""
+    major_action_dtype: ClassVar[type] = np.float32
+    """dtype of a continuous major action Box (the reference wrappers' choice)."""
+    reference_de_squash: ClassVar[str] = "none"
+    PRESETS: ClassVar[dict[str, Switches]]
+
+    def __init__(self, num_minors: int, variant: str = "paper", **switches: Any) -> None:
+        self.num_minors = check_num_minors(num_minors)
+        self.variant = check_variant(variant)
+        self.switches = resolve_switches(self.PRESETS, variant, switches)
+
+    # --- structure ---------------------------------------------------------------------------
+    @property
+    def has_major(self) -> bool:
+        return self.major_action_dim is not None or self.num_major_actions is not None
+
+    @property
+    def discrete(self) -> bool:
+        return self.num_minor_actions is not None
+
+    @property
+    @abstractmethod
+    def cell_shape(self) -> tuple[int, ...]:
+        """Shape of the decoding cell grid (e.g. ``(7, 7)``); cells are flattened in C order."""
+
+    @property
+    def num_cells(self) -> int:
+        return math.prod(self.cell_shape)
+
+    @property
+    def xi_shape(self) -> tuple[int, ...]:
+        """ξ layout: ``cells + (d, 2)`` (continuous, last axis = mean, std) or ``cells + (A,)``."""
+        if self.discrete:
+            return self.cell_shape + (int(self.num_minor_actions),)
+        return self.cell_shape + (int(self.minor_action_dim), 2)
+
+    @property
+    def xi_size(self) -> int:
+        return math.prod(self.xi_shape)
+
+    # --- dynamics ----------------------------------------------------------------------------
+    @abstractmethod
+    def reset(self, num_envs: int, rng: np.random.Generator) -> S:
+        """Sample ``num_envs`` initial states (t = 0)."""
+
+    @abstractmethod
+    def step(
+        self, state: S, major_u: NDArray | None, minor_u: NDArray, rng: np.random.Generator
+    ) -> tuple[S, FloatArray]:
+        """Advance every copy one step.
+
+        Args:
+            state: the pre-step state (not modified).
+            major_u: ``(B, d0)`` in [-1, 1] or ``(B,)`` int for a discrete major; ``None`` when the
+                problem has no major agent.
+            minor_u: ``(B, N, d)`` in [-1, 1], or ``(B, N)`` ints for discrete minor actions.
+            rng: the only source of randomness.
+
+        Returns:
+            The next state and the shared reward ``r_t``, shape ``(B,)``.
+        """
+
+    @abstractmethod
+    def minor_cells(self, state: S) -> IntArray:
+        """``(B, N)`` flat decoding cell of each minor (from the pre-step state, spec S4)."""
+
+    # --- M3FC observation --------------------------------------------------------------------
+    @abstractmethod
+    def m3fc_observation(self, state: S) -> FloatArray:
+        """``(B, obs_dim)`` flat M3FC observation: histogram layers, then the major part."""
+
+    @abstractmethod
+    def m3fc_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
+        """``(low, high)`` of the flat M3FC observation, each ``(obs_dim,)``."""
+
+    # --- rendering ---------------------------------------------------------------------------
+    @abstractmethod
+    def draw(self, ax: Any, state: S, index: int = 0) -> None:
+        """Draw copy ``index`` of ``state`` (major, minors, targets) on a matplotlib axis."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_minors={self.num_minors}, variant={self.variant!r})"
