@@ -71,9 +71,9 @@ def decode_continuous(
         # CE: map the (small) table once, then gather per minor.
         table = _preprocess(xi.reshape(b, num_cells, action_dim, 2).astype(np.float64), squash)
         mean_tab, std_tab = table[..., 0], _std(table[..., 1], std_map)  # (B, M, d)
-        idx = np.broadcast_to(cells[:, :, None], (b, n, action_dim))
-        mean = np.take_along_axis(mean_tab, idx, axis=1)
-        std = np.take_along_axis(std_tab, idx, axis=1)
+        rows = (cells + (np.arange(b) * num_cells)[:, None]).ravel()
+        mean = np.take(mean_tab.reshape(b * num_cells, action_dim), rows, axis=0).reshape(b, n, action_dim)
+        std = np.take(std_tab.reshape(b * num_cells, action_dim), rows, axis=0).reshape(b, n, action_dim)
     else:
         # DE: every minor has its own ξ; gather its cell's entries first.
         per = xi.reshape(b, n, num_cells, action_dim * 2)
@@ -96,16 +96,20 @@ def decode_discrete(
     """Sample discrete minor actions; ``xi`` as in :func:`decode_continuous` with layout
     ``cells + (A,)``.  Returns ``(B, N)`` action indices."""
     b, n = cells.shape
+    draw = rng.random((b, n))
     if xi.ndim == 2:
+        # CE: the CDF table (A, B·M) is tiny; gather one contiguous row per action.
         cdf_tab = np.cumsum(decision_rule_discrete(xi.reshape(b, num_cells, num_actions)), axis=-1)
-        idx = np.broadcast_to(cells[:, :, None], (b, n, num_actions))
-        cdf = np.take_along_axis(cdf_tab, idx, axis=1)
+        rows = (cells + (np.arange(b) * num_cells)[:, None]).ravel()
+        cdf = np.take(cdf_tab.reshape(b * num_cells, num_actions).T, rows, axis=1)  # (A, B·N)
     else:
         per = xi.reshape(b, n, num_cells, num_actions)
         g = np.take_along_axis(per, cells[:, :, None, None], axis=2)[:, :, 0]
-        cdf = np.cumsum(decision_rule_discrete(g), axis=-1)
-    draw = rng.random((b, n, 1))
-    a = (cdf <= draw).sum(axis=-1)
+        cdf = np.cumsum(decision_rule_discrete(g), axis=-1).reshape(b * n, num_actions).T
+    flat = draw.ravel()
+    a = np.zeros(b * n, dtype=np.int64)
+    for k in range(num_actions):  # a = #{k : cdf_k <= draw}; a loop over the A actions only
+        a += cdf[k] <= flat
     # Rounding can leave the total just below the draw; the reference then picks action 0.
     a[a >= num_actions] = 0
-    return a
+    return a.reshape(b, n)

@@ -115,8 +115,9 @@ class Potential(Problem[PotentialState]):
         # Displacement minor -> major through the nearest periodic image (S13); ties keep shift 0.
         g = y[:, None] - x
         g = np.where(g > 2.0, g - LENGTH, np.where(g < -2.0, g + LENGTH, g))
-        d = np.abs(g)
-        push = np.where(d < self.interaction_range, (1.0 - d) * g / (d + 1e-10), 0.0)
+        # (1 - d)^+ · g/(d + 1e-10) with range 1; g/(d + 1e-10) = sign(g) up to a 1e-10 relative
+        # term (and 0 at d = 0, like the reference's +1e-10).
+        push = np.maximum(self.interaction_range - np.abs(g), 0.0) * np.sign(g)
         # proj in 1-D is a clip to [-1, 1]; the minor action arrives as (B, N, 1).
         u = np.clip(minor_u.reshape(x.shape), -1.0, 1.0)
         minors = wrap(x + sw.minor_vmax * u, LO, HI)
