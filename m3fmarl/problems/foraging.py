@@ -1,0 +1,489 @@
+"""Foraging: minors carry cargo from random areas to a truck (spec/environments.md §5; paper R.1).
+
+Description:
+    N minors move in the square [-2, 2]² and carry cargo (encumbrance e ∈ [0, 1]).  Up to 5
+    foraging areas appear at random places; minors closer than ρ = 0.5 to an area deplete it and
+    share what is removed, in proportion to their closeness.  The major agent is a package truck
+    confined to the strip [-2, 2] × [-2, -1]; a minor that comes close to the truck drops its whole
+    cargo there.  The team is rewarded for what is foraged and what is deposited.  The areas are
+    hidden from the M3FC observation.
+
+State (batched over B copies):
+    ``positions`` ``(B, N, 2)`` in [-2, 2]²; ``encumbrance`` ``(B, N)`` in [0, 1]; ``major``
+    ``(B, 2)`` in [-2, 2] × [-2, -1]; the areas as 5 fixed slots in creation order,
+    ``area_locations`` ``(B, 5, 2)``, ``area_sizes`` ``(B, 5)`` (remaining L > 0) and
+    ``area_alive`` ``(B, 5)``.  The alive areas always occupy the first slots (survivors are
+    compacted to the front, stably, after each step; new areas are appended behind them); dead
+    slots hold zeros.  ``t`` ``(B,)``.
+
+Actions:
+    Every minor: Box(-1, 1, (2,)); the truck: Box(-1, 1, (2,)).  Both are projected onto the unit
+    ball; minors move by 0.3 · proj(u), the truck by 0.1 · proj(u⁰), no noise, then positions
+    are clipped into their boxes.
+
+Observation Space (M3FC view, spec §5.4):
+
+    =====================  ==============  ==============  =========
+    slice                  content         shape           bounds
+    =====================  ==============  ==============  =========
+    ``[0, M)``             minors' MF      M = 98 or 49    [0, 1]
+    ``[M, M + 2)``         truck (y1, y2)  2               [-2, 2]
+    =====================  ==============  ==============  =========
+
+    With ``enc_bins = 2`` (reference) the histogram has shape (7, 7, 2): x-bin a, y-bin b and
+    encumbrance cell c (0 iff e ≤ 0.5), flat index 14a + 2b + c; with ``enc_bins = 1`` (paper)
+    it is the 7 × 7 position histogram.  Entries are counts / N.
+
+Reward (the outcome of the step's own transition, spec §5.2–5.3):
+    r_t = scale · (R_forage + R_deposit), where R_forage is the encumbrance actually gained
+    (after the clip at 1; the excess is wasted) and R_deposit the cargo dropped at the truck,
+    both per capita.  One step, in order:
+
+    1. move minors and truck;
+    2. for each alive area m in creation order, with the **pre-step** positions:
+       w_i = (ρ − d_i)^+ / ρ (reference) or (ρ − d_i)^+ (paper), ΔL = min(0.1, mean_i w_i),
+       capped at the remaining L_m (then the area disappears); minor i gets the share
+       ΔL · w_i / (Σ_j w_j + 1e-10) · N, its encumbrance saturating at 1;
+    3. deposit: reference — post-move minor within ≤ 0.5 of the pre-step truck; paper — pre-step
+       minor within < 0.5 of the pre-step truck.  The minor drops all its cargo (also what it
+       gained in step 2);
+    4. spawn min(Pois(0.2), 5 − #surviving) areas, location Unif([-2, 2]²), size
+       Unif[0.5, 1.5]; they are foraged from the next step on.
+
+Starting state:
+    positions Unif([-2, 2]²); encumbrance 0 (reference) or Unif[0, 1] (paper, R6); the truck
+    uniform on the strip (paper) or a uniform point of the square clipped into the strip
+    (reference, R5: y2 = −1 with probability 3/4); no areas.
+
+Episode end:
+    exactly T = 200 steps, then truncation (no termination).
+
+Variants (spec §7.1, presets §7.4):
+    ``deplete_weight`` (R1), ``reward_scale`` (R2), ``reward_terms`` (R3), ``dropoff`` (R4),
+    ``major_init`` (R5), ``minor_init_encumbrance`` (R6), ``enc_bins`` (R7),
+    ``marl_area_histogram`` (R9, used by the multi-agent view).  The M3FC decoder never applies
+    tanh in Foraging (``xi_squash = "none"`` in both presets).
+
+Vectorized environment:
+    all B copies step together; the only Python loop in ``step`` runs over the ≤ 5 area slots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from m3fmarl.problems.core import (
+    FloatArray,
+    IntArray,
+    Problem,
+    State,
+    Switches,
+    batched_histogram,
+    nearest_bin,
+)
+
+LOW, HIGH = -2.0, 2.0
+"""The square X of minor positions and area locations."""
+MAJOR_LOW = np.array([-2.0, -2.0])
+MAJOR_HIGH = np.array([2.0, -1.0])
+"""The truck's strip [-2, 2] × [-2, -1]."""
+NUM_BINS = 7
+"""Position bins per coordinate (spec §1.2)."""
+ENC_THRESHOLD = 0.5
+"""Encumbrance cell 1 iff e > 0.5 (nearest of the centres 0 and 1, ties to 0)."""
+MINOR_VMAX = 0.3
+MAJOR_VMAX = 0.1
+RANGE = 0.5
+"""ρ: interaction range of an area."""
+DEPLETE_CAP = 0.1
+"""Maximum ΔL per area and step."""
+SHARE_EPS = 1e-10
+"""Added to Σ w in the shares, as the reference does."""
+DEPOSIT_RADIUS = 0.5
+MAX_AREAS = 5
+SPAWN_RATE = 0.2
+SIZE_LOW, SIZE_HIGH = 0.5, 1.5
+FAR = 1e6
+"""Stand-in location of a dead slot inside ``step``: no minor is within range of it."""
+
+
+@dataclasses.dataclass
+class ForagingState(State):
+    positions: FloatArray  # (B, N, 2) minor positions p in [-2, 2]²
+    encumbrance: FloatArray  # (B, N) carried cargo e in [0, 1]
+    major: FloatArray  # (B, 2) truck position y in [-2, 2] × [-2, -1]
+    area_locations: FloatArray  # (B, 5, 2) q_m in [-2, 2]², creation order; dead slots 0
+    area_sizes: FloatArray  # (B, 5) remaining L_m > 0 of alive slots; dead slots 0
+    area_alive: NDArray[np.bool_]  # (B, 5) alive slots, always a prefix (compacted)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForagingSwitches(Switches):
+    deplete_weight: str = "paper"
+    """R1: w = (ρ − d)^+ (``paper``) or (ρ − d)^+ / ρ (``normalized``, reference)."""
+    reward_scale: float = 1
+    """R2: factor on the reward, 1 (paper) or 100 (reference)."""
+    reward_terms: str = "foraged_plus_deposited"
+    """R3: reward = foraged + deposited (both presets) or ``deposited_only``."""
+    dropoff: str = "pre_move"
+    """R4: deposit iff ‖x_t − y_t‖ < 0.5 (``pre_move``, paper) or ‖p_{t+1} − y_t‖ ≤ 0.5
+    (``post_move``, reference)."""
+    major_init: str = "uniform_strip"
+    """R5: y_0 ~ Unif(strip) (``uniform_strip``) or clip(Unif([-2, 2]²)) (``clipped_square``)."""
+    minor_init_encumbrance: str = "uniform"
+    """R6: e_0 ~ Unif[0, 1] (``uniform``, paper, low confidence) or 0 (``zero``, reference)."""
+    enc_bins: int = 1
+    """R7: encumbrance cells in the M3FC histogram, 1 (paper, M = 49) or 2 (reference, 98)."""
+    marl_area_histogram: bool = False
+    """R9: multi-agent observation includes the area histogram (reference) or not (paper)."""
+
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        **Switches.CHOICES,
+        "deplete_weight": ("paper", "normalized"),
+        "reward_scale": (1, 100),
+        "reward_terms": ("foraged_plus_deposited", "deposited_only"),
+        "dropoff": ("pre_move", "post_move"),
+        "major_init": ("uniform_strip", "clipped_square"),
+        "minor_init_encumbrance": ("uniform", "zero"),
+        "enc_bins": (1, 2),
+        "marl_area_histogram": (False, True),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # `in` alone would accept True for 1 and 1 for True.
+        for name in ("reward_scale", "enc_bins"):
+            if isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name}: expected a number, got {getattr(self, name)!r}")
+        if not isinstance(self.marl_area_histogram, (bool, np.bool_)):
+            raise ValueError(
+                f"marl_area_histogram: expected True or False, got {self.marl_area_histogram!r}"
+            )
+
+
+class Foraging(Problem[ForagingState]):
+    __doc__ = __doc__
+    name = "foraging"
+    env_id = "m3fmarl/Foraging-v0"
+    horizon = 200
+    minor_action_dim = 2
+    major_action_dim = 2
+    reference_de_squash = "none"
+    PRESETS = {
+        "paper": ForagingSwitches(),
+        "reference": ForagingSwitches(
+            std_map="reference",
+            de_decode="reference_mismatch",
+            xi_squash="none",
+            deplete_weight="normalized",
+            reward_scale=100,
+            reward_terms="foraged_plus_deposited",
+            dropoff="post_move",
+            major_init="clipped_square",
+            minor_init_encumbrance="zero",
+            enc_bins=2,
+            marl_area_histogram=True,
+        ),
+    }
+    switches: ForagingSwitches
+    dense_fraction: ClassVar[float] = 0.1
+    """Above this fraction of (minor, area) pairs in range, foraging uses dense arrays."""
+
+    def __init__(self, num_minors: int, variant: str = "paper", **switches: Any) -> None:
+        super().__init__(num_minors, variant, **switches)
+        self._scratch: tuple[FloatArray, FloatArray, NDArray[np.bool_]] | None = None
+
+    @property
+    def cell_shape(self) -> tuple[int, ...]:
+        if self.switches.enc_bins == 2:
+            return (NUM_BINS, NUM_BINS, 2)
+        return (NUM_BINS, NUM_BINS)
+
+    # --- dynamics ----------------------------------------------------------------------------
+    def reset(self, num_envs: int, rng: np.random.Generator) -> ForagingState:
+        n = self.num_minors
+        positions = rng.uniform(LOW, HIGH, size=(num_envs, n, 2))
+        if self.switches.minor_init_encumbrance == "uniform":
+            encumbrance = rng.uniform(0.0, 1.0, size=(num_envs, n))
+        else:
+            encumbrance = np.zeros((num_envs, n))
+        if self.switches.major_init == "uniform_strip":
+            major = rng.uniform(MAJOR_LOW, MAJOR_HIGH, size=(num_envs, 2))
+        else:
+            major = np.clip(rng.uniform(LOW, HIGH, size=(num_envs, 2)), MAJOR_LOW, MAJOR_HIGH)
+        return ForagingState(
+            t=np.zeros(num_envs, dtype=np.int64),
+            positions=positions,
+            encumbrance=encumbrance,
+            major=major,
+            area_locations=np.zeros((num_envs, MAX_AREAS, 2)),
+            area_sizes=np.zeros((num_envs, MAX_AREAS)),
+            area_alive=np.zeros((num_envs, MAX_AREAS), dtype=bool),
+        )
+
+    def step(
+        self,
+        state: ForagingState,
+        major_u: FloatArray | None,
+        minor_u: FloatArray,
+        rng: np.random.Generator,
+    ) -> tuple[ForagingState, FloatArray]:
+        pos = state.positions
+        b, n, _ = pos.shape
+        minor_u = np.asarray(minor_u, dtype=np.float64)
+        major_u = np.asarray(major_u, dtype=np.float64)
+        if minor_u.shape != pos.shape:
+            raise ValueError(f"minor_u: expected shape {pos.shape}, got {minor_u.shape}")
+        if major_u.shape != (b, 2):
+            raise ValueError(f"major_u: expected shape {(b, 2)}, got {major_u.shape}")
+
+        # 1. Move: p' = clip(p + 0.3 proj(u)).  proj(u) = u / max(1, ‖u‖) changes only actions
+        # with ‖u‖ > 1; when those are few (< 5 %) they are recomputed by mask (same operations
+        # per element as the dense branch, so both give identical bits).
+        u1, u2 = minor_u[..., 0], minor_u[..., 1]
+        norm2 = u1 * u1
+        norm2 += u2 * u2
+        if not (np.isfinite(norm2.sum()) and np.isfinite(major_u).all()):
+            raise ValueError("actions must be finite (got NaN or inf)")
+        over = norm2 > 1.0
+        num_over = np.count_nonzero(over)
+        if num_over * 20 > over.size:
+            norm = np.sqrt(norm2, out=norm2)
+            np.maximum(norm, 1.0, out=norm)
+            new_pos = np.empty_like(minor_u)
+            np.divide(u1, norm, out=new_pos[..., 0])
+            np.divide(u2, norm, out=new_pos[..., 1])
+            new_pos *= MINOR_VMAX
+        else:
+            new_pos = minor_u * MINOR_VMAX
+            if num_over:
+                new_pos[over] = MINOR_VMAX * (minor_u[over] / np.sqrt(norm2[over])[:, None])
+        new_pos += pos
+        np.clip(new_pos, LOW, HIGH, out=new_pos)
+        u0_norm = np.sqrt(np.einsum("bi,bi->b", major_u, major_u))
+        major = state.major + MAJOR_VMAX * (major_u / np.maximum(u0_norm, 1.0)[:, None])
+        np.clip(major, MAJOR_LOW, MAJOR_HIGH, out=major)
+
+        # 2. Forage with the pre-step positions.
+        enc = state.encumbrance.copy()
+        locations = state.area_locations.copy()
+        sizes = state.area_sizes.copy()
+        alive = state.area_alive.copy()
+        r_forage = self._forage(pos, enc, locations, sizes, alive)
+
+        # 3. Deposit at the pre-step truck position y_t (squared distances, no sqrt needed).
+        post = self.switches.dropoff == "post_move"
+        at = new_pos if post else pos
+        dist2 = at[..., 0] - state.major[:, 0, None]
+        dist2 *= dist2
+        dy = at[..., 1] - state.major[:, 1, None]
+        dy *= dy
+        dist2 += dy
+        r2 = DEPOSIT_RADIUS * DEPOSIT_RADIUS
+        near = dist2 <= r2 if post else dist2 < r2
+        deposited = enc * near
+        enc -= deposited  # exactly 0 where deposited, unchanged elsewhere
+        r_deposit = deposited.sum(axis=1) / n
+
+        # Keep the slots in creation order with the survivors in front (stable); dead slots 0.
+        if (alive[:, 1:] & ~alive[:, :-1]).any():
+            order = np.argsort(~alive, axis=1, kind="stable")
+            alive = np.take_along_axis(alive, order, axis=1)
+            sizes = np.take_along_axis(sizes, order, axis=1)
+            locations = np.take_along_axis(locations, order[..., None], axis=1)
+        if not np.array_equal(alive, state.area_alive):
+            locations *= alive[..., None]
+            sizes *= alive
+
+        # 4. Spawn behind the survivors; new areas are foraged from the next step on.
+        count = alive.sum(axis=1)
+        num_new = np.minimum(rng.poisson(SPAWN_RATE, size=b), MAX_AREAS - count)
+        total = int(num_new.sum())
+        if total:
+            slot = np.arange(MAX_AREAS)
+            new = (slot >= count[:, None]) & (slot < (count + num_new)[:, None])
+            locations[new] = rng.uniform(LOW, HIGH, size=(total, 2))
+            sizes[new] = rng.uniform(SIZE_LOW, SIZE_HIGH, size=total)
+            alive |= new
+
+        if self.switches.reward_terms == "deposited_only":
+            reward = r_deposit
+        else:
+            reward = r_forage + r_deposit
+        if self.switches.reward_scale != 1:
+            reward *= self.switches.reward_scale
+        next_state = ForagingState(
+            t=state.t + 1,
+            positions=new_pos,
+            encumbrance=enc,
+            major=major,
+            area_locations=locations,
+            area_sizes=sizes,
+            area_alive=alive,
+        )
+        return next_state, reward
+
+    def _buffers(
+        self, b: int, k: int, n: int
+    ) -> tuple[FloatArray, FloatArray, NDArray[np.bool_]]:
+        """Two float and one bool ``(b, k, n)`` scratch arrays, reused across steps.
+
+        Fresh temporaries of this size (0.8 MB at B = 64, N = 300) made glibc return and re-fault
+        heap pages every step, which cost about as much as the arithmetic itself.  (So one
+        ``Foraging`` instance must not step from two threads at once.)
+        """
+        size = b * k * n
+        if self._scratch is None or self._scratch[0].size < size:
+            cap = b * MAX_AREAS * n
+            self._scratch = (np.empty(cap), np.empty(cap), np.empty(cap, dtype=bool))
+        f1, f2, mask = self._scratch
+        shape = (b, k, n)
+        return f1[:size].reshape(shape), f2[:size].reshape(shape), mask[:size].reshape(shape)
+
+    def _forage(
+        self,
+        pos: FloatArray,
+        enc: FloatArray,
+        locations: FloatArray,
+        sizes: FloatArray,
+        alive: NDArray[np.bool_],
+    ) -> FloatArray:
+        """Step 2 of spec §5.2, in place on ``enc``, ``sizes`` and ``alive``; returns R_forage.
+
+        The distances and ΔL of an area depend only on the pre-step positions and its own L, so
+        they are computed for all processed slots at once (slots after the last one alive in any
+        copy are skipped); only the encumbrance update is sequential, the shares being added in
+        creation order.  When few (minor, area) pairs are in range, the square roots, shares and
+        updates are done on those pairs only.  The dense and sparse paths perform the same
+        floating-point operations per element, so a copy's result is bit-for-bit independent of
+        the other copies in the batch and of the path taken.
+        """
+        b, n, _ = pos.shape
+        any_alive = alive.any(axis=0)
+        if not any_alive.any():
+            return np.zeros(b)
+        k = MAX_AREAS - int(np.argmax(any_alive[::-1]))  # slots up to the last alive one
+        q = np.where(alive[:, :k, None], locations[:, :k], FAR)  # dead slots: out of range
+        d2, w, in_range = self._buffers(b, k, n)
+        np.subtract(pos[:, None, :, 0], q[:, :, 0, None], out=d2)
+        np.multiply(d2, d2, out=d2)
+        np.subtract(pos[:, None, :, 1], q[:, :, 1, None], out=w)
+        np.multiply(w, w, out=w)
+        d2 += w
+        # d < ρ ⇔ d² < ρ² up to rounding exactly where the weight ρ − d rounds to 0 anyway.
+        np.less(d2, RANGE * RANGE, out=in_range)
+        hits = np.flatnonzero(in_range)
+        dense = hits.size > self.dense_fraction * in_range.size
+        normalized = self.switches.deplete_weight == "normalized"
+        if dense:
+            np.sqrt(d2, out=w)
+            np.subtract(RANGE, w, out=w)
+            w *= in_range
+            if normalized:
+                w /= RANGE
+        else:
+            w_hit = RANGE - np.sqrt(d2.reshape(-1)[hits])
+            if normalized:
+                w_hit /= RANGE
+            w.fill(0.0)
+            w.reshape(-1)[hits] = w_hit
+        sum_w = w.sum(axis=2)  # (B, k), same reduction in both paths
+        remaining = sizes[:, :k]
+        delta = np.minimum(DEPLETE_CAP, sum_w / n)
+        gone = alive[:, :k] & (remaining <= delta)
+        delta = np.where(gone, remaining, delta)
+        sizes[:, :k] = remaining - delta
+        alive[:, :k] &= ~gone
+        # Shares f_i = ΔL · w_i / (Σ_j w_j + 1e-10) · N; the part above 1 is wasted.
+        denom = sum_w + SHARE_EPS
+        # Saturating area by area, min(1, min(1, e + f¹) + f²) …, equals min(1, (e + f¹) + f² …)
+        # exactly (shares are ≥ 0 and rounding is monotone), so the shares are added in creation
+        # order and clipped once.
+        before = enc.copy()
+        if dense:
+            w *= delta[:, :, None]
+            w /= denom[:, :, None]
+            w *= n
+            for m in range(k):
+                enc += w[:, m]
+        else:
+            pair = hits // n  # flat (copy, slot)
+            share = delta.reshape(-1)[pair] * w_hit
+            share /= denom.reshape(-1)[pair]
+            share *= n
+            # hits are sorted by (copy, slot, minor): each minor receives its shares in slot order.
+            np.add.at(enc.reshape(-1), (pair // k) * n + hits % n, share)
+        np.minimum(enc, 1.0, out=enc)
+        return (enc - before).sum(axis=1) / n
+
+    # --- observation -------------------------------------------------------------------------
+    def minor_cells(self, state: ForagingState) -> IntArray:
+        idx = nearest_bin(state.positions, LOW, HIGH, NUM_BINS)
+        cells = idx[..., 0] * NUM_BINS + idx[..., 1]
+        if self.switches.enc_bins == 2:
+            cells = 2 * cells + (state.encumbrance > ENC_THRESHOLD)
+        return cells
+
+    def histogram(self, state: ForagingState) -> FloatArray:
+        """``(B, M)`` minors' histogram over ``cell_shape`` (counts / N), C order."""
+        return batched_histogram(self.minor_cells(state), self.num_cells)
+
+    def major_observation(self, state: ForagingState) -> FloatArray:
+        """``(B, 2)``: the truck position (y1, y2)."""
+        return state.major
+
+    def m3fc_observation(self, state: ForagingState) -> FloatArray:
+        return np.concatenate([self.histogram(state), state.major], axis=1)
+
+    def m3fc_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
+        m = self.num_cells
+        low = np.concatenate([np.zeros(m), np.full(2, LOW)])
+        high = np.concatenate([np.ones(m), np.full(2, HIGH)])
+        return low, high
+
+    def area_histogram(self, state: ForagingState) -> FloatArray:
+        """``(B, 7, 7, 2)`` alive area locations per cell / 5, all in encumbrance cell 0 (§5.5)."""
+        b = state.area_alive.shape[0]
+        idx = nearest_bin(state.area_locations, LOW, HIGH, NUM_BINS)
+        cells = idx[..., 0] * NUM_BINS + idx[..., 1]
+        cells = np.where(state.area_alive, cells, NUM_BINS * NUM_BINS)  # dead → spare cell
+        counts = batched_histogram(cells, NUM_BINS * NUM_BINS + 1, 1.0 / MAX_AREAS)
+        out = np.zeros((b, NUM_BINS, NUM_BINS, 2))
+        out[..., 0] = counts[:, :-1].reshape(b, NUM_BINS, NUM_BINS)
+        return out
+
+    # --- rendering ---------------------------------------------------------------------------
+    def draw(self, ax: Any, state: ForagingState, index: int = 0) -> None:
+        from matplotlib.patches import Circle
+
+        ax.axhspan(MAJOR_LOW[1], MAJOR_HIGH[1], color="0.9", zorder=0, label="truck strip")
+        alive = state.area_alive[index]
+        for q, size in zip(state.area_locations[index][alive], state.area_sizes[index][alive]):
+            ax.add_patch(Circle(q, RANGE, fill=False, ls="--", color="tab:purple", alpha=0.5))
+        ax.scatter(
+            *state.area_locations[index][alive].T,
+            s=300 * state.area_sizes[index][alive],
+            c="tab:purple",
+            alpha=0.5,
+            label="areas (size L)",
+        )
+        ax.scatter(
+            *state.positions[index].T,
+            c=state.encumbrance[index],
+            cmap="RdYlGn_r",
+            vmin=0.0,
+            vmax=1.0,
+            s=15,
+            label="minors",
+        )
+        ax.scatter(*state.major[index], marker="s", s=200, c="tab:blue", label="truck (major)")
+        ax.add_patch(
+            Circle(state.major[index], DEPOSIT_RADIUS, fill=False, color="tab:blue", ls=":")
+        )
+        ax.set_xlim(LOW - 0.1, HIGH + 0.1)
+        ax.set_ylim(LOW - 0.1, HIGH + 0.1)
+        ax.set_aspect("equal")
