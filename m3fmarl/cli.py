@@ -52,6 +52,12 @@ def cmd_envs(args: argparse.Namespace) -> int:
     from m3fmarl import ENV_IDS
     from m3fmarl.m3fc.env import M3FCCore
 
+    if args.switches:
+        from m3fmarl.problems import switch_markdown
+
+        print(switch_markdown(), end="")
+        return 0
+
     print(f"{'problem':<14} {'gymnasium id':<26} {'T':>4} {'obs':>4} {'|xi|':>5}  major action")
     for name, env_id in ENV_IDS.items():
         core = M3FCCore(name, args.num_minors, args.variant)
@@ -180,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("envs", help="list the Gymnasium ids and their spaces")
     p.add_argument("--num-minors", type=_positive_int, default=20)
     p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--switches", action="store_true", help="print every fidelity switch with both presets (Markdown)")
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("rollout", help="returns of a fixed policy (zero ξ or uniform-random) with a 95%% CI")

@@ -43,3 +43,55 @@ def make_problem(name: str, num_minors: int, variant: str = "paper", **switches:
 
 
 __all__ = ["PROBLEMS", "VARIANTS", "Problem", "canonical_name", "make_problem", "problem_class"]
+
+
+def switch_docs(cls: type) -> dict[str, str]:
+    """Field docstrings (the string literal under each field) of a ``Switches`` dataclass and its
+    bases, read from the source: the one place a switch is described."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for field, doc in zip(body, body[1:]):
+            if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
+                    and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)):
+                docs[field.target.id] = " ".join(str(doc.value.value).split())
+    return docs
+
+
+def switch_table() -> list[dict[str, Any]]:
+    """One row per (problem, switch): its ``paper`` and ``reference`` preset values and meaning."""
+    import dataclasses
+
+    rows = []
+    decoder = ("std_map", "xi_squash")  # continuous decoding only; Beach's decoder is discrete
+    for name in PROBLEMS:
+        cls = problem_class(name)
+        paper, ref = cls.PRESETS["paper"], cls.PRESETS["reference"]
+        docs = switch_docs(type(paper))
+        for f in dataclasses.fields(paper):
+            if cls.num_minor_actions is not None and f.name in decoder:
+                continue
+            rows.append({"problem": name, "switch": f.name, "paper": getattr(paper, f.name),
+                         "reference": getattr(ref, f.name), "doc": docs.get(f.name, "")})
+    return rows
+
+
+def switch_markdown() -> str:
+    """The switch table as Markdown (docs/variants.md embeds it; a test keeps the two equal)."""
+    lines = ["| problem | switch | `paper` | `reference` | meaning |", "|---|---|---|---|---|"]
+    for r in switch_table():
+        mark = "" if r["paper"] == r["reference"] else " **≠**"
+        lines.append(f"| {r['problem']} | `{r['switch']}`{mark} | `{r['paper']!r}` | `{r['reference']!r}` "
+                     f"| {r['doc'].replace('|', '¦')} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ += ["switch_docs", "switch_markdown", "switch_table"]
