@@ -30,6 +30,15 @@ from m3fmarl.rollout import uniform_policy
 
 POOL = 16
 
+AUTHORS_STEPS_PER_S: dict[tuple[str, int], float] = {
+    ("beach-bar", 300): 530, ("foraging", 300): 1120, ("potential", 300): 1590,
+    ("two-gaussians", 300): 250, ("formation", 300): 80,
+    ("beach-bar", 20): 2320, ("foraging", 20): 1820, ("potential", 20): 2870,
+    ("two-gaussians", 20): 1190, ("formation", 20): 630,
+}
+"""Env steps/s of the authors' M3FC envs (one core, uniform-random actions, this machine kind),
+as given in issue 3; the benchmark prints our speed-up over them."""
+
 
 @dataclass
 class BenchRow:
@@ -40,6 +49,12 @@ class BenchRow:
     num_envs: int
     steps_per_s: float  # env steps/s (ot rows: solves/s)
     ms_per_call: float  # ms per env.step call (ot rows: per solve)
+
+    @property
+    def speedup(self) -> float | None:
+        """Env steps/s over the authors' env (None for OT rows or unknown N)."""
+        base = AUTHORS_STEPS_PER_S.get((self.problem, self.num_minors))
+        return None if base is None or self.kind.startswith("ot") else self.steps_per_s / base
 
 
 def _timed(fn: Any, min_seconds: float, min_calls: int) -> tuple[int, float]:
@@ -141,4 +156,4 @@ def machine_info() -> dict[str, Any]:
 
 
 def rows_as_dicts(rows: list[BenchRow]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]
+    return [asdict(r) | {"speedup_vs_authors": r.speedup} for r in rows]

@@ -86,14 +86,37 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_golden(args: argparse.Namespace) -> int:
+    """Replay the golden protocol (P0, reference variant) and compare with the authors' numbers."""
+    from m3fmarl.golden import compare, load_golden
+
+    rows = [r for r in load_golden(args.golden) if not args.problem or r.name in args.problem]
+    results = []
+    if not args.json:
+        print(f"{'problem':<14} {'N':>4} {'reference mean ± ci95 (n)':>30} {'ours mean ± ci95 (n)':>30} {'z':>6}")
+    for row in rows:
+        c = compare(row, episodes=int(row.episodes * args.episodes_factor), seed=args.seed)
+        results.append({"problem": row.name, "num_minors": row.num_minors, "reference_mean": row.mean,
+                        "reference_std": row.std, "reference_episodes": row.episodes, "mean": c.ours.mean,
+                        "std": c.ours.std, "episodes": c.ours.episodes, "z": c.z})
+        if not args.json:
+            ref_ci = 1.96 * row.std / row.episodes**0.5
+            print(f"{row.name:<14} {row.num_minors:>4} {row.mean:>14.2f} ± {ref_ci:<6.2f} ({row.episodes:>5}) "
+                  f"{c.ours.mean:>14.2f} ± {c.ours.ci95:<6.2f} ({c.ours.episodes:>5}) {c.z:>6.2f}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
 def cmd_bench_envs(args: argparse.Namespace) -> int:
     from m3fmarl.bench import machine_info, rows_as_dicts, run_env_bench
 
     def show(row: Any) -> None:
         if not args.json:
             unit = "solves/s" if row.kind.startswith("ot") else "env steps/s"
+            vs = f"{row.speedup:6.1f}x authors" if row.speedup is not None else ""
             print(f"{row.problem:<14} N={row.num_minors:<4} {row.kind:<7} B={row.num_envs:<3} "
-                  f"{_fmt_rate(row.steps_per_s):>8} {unit:<11} {row.ms_per_call:8.3f} ms/call", flush=True)
+                  f"{_fmt_rate(row.steps_per_s):>8} {unit:<11} {row.ms_per_call:8.3f} ms/call  {vs}", flush=True)
 
     if not args.json:
         print(f"bench envs: variant={args.variant}, vector copies={args.num_envs}, "
@@ -200,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("golden", help="replay the golden protocol and compare with the authors' returns")
+    p.add_argument("--problem", type=_problem, action="append", help="repeatable; default all")
+    p.add_argument("--episodes-factor", type=float, default=1.0,
+                   help="our episodes = factor × the reference's count (at least 1×)")
+    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--golden", default=None, help="path of reference_returns.csv (default ../shared/golden)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_golden)
 
     bench = sub.add_parser("bench", help="benchmarks (numbers for docs/benchmarks.md)")
     bsub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -51,6 +51,7 @@ import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
+from m3fmarl._malloc import tune_malloc
 from m3fmarl.m3fc.decode import decode_continuous, decode_discrete
 from m3fmarl.problems import make_problem
 from m3fmarl.problems.core import FloatArray, Problem, State, check_choice
@@ -70,6 +71,7 @@ class M3FCCore:
         execution: str = "centralized", **switches: Any,
     ) -> None:
         check_choice("execution", execution, EXECUTIONS)
+        tune_malloc()
         if isinstance(problem, Problem):
             if switches:
                 raise ValueError("switch overrides need a problem name, not a Problem instance")
@@ -161,7 +163,7 @@ class M3FCCore:
     def minor_actions(self, state: State, xi: NDArray, rng: np.random.Generator) -> NDArray:
         """Decode ξ at every minor's pre-step cell and sample the minor actions."""
         p = self.problem
-        cells = p.minor_cells(state)
+        cells = p.cells(state)
         if p.discrete:
             return decode_discrete(xi, cells, p.num_cells, int(p.num_minor_actions), rng)
         return decode_continuous(

@@ -12,6 +12,7 @@ observation of its new episode.  Copies that do not reset step as usual.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -24,12 +25,16 @@ from m3fmarl.problems.core import FloatArray, State, check_choice
 
 
 def _put(state: State, index: NDArray, part: State) -> State:
-    """``state`` with the copies at ``index`` replaced by ``part`` (in place; returns state)."""
-    import dataclasses
+    """A new state: ``state`` with the copies at ``index`` replaced by ``part``.
 
+    States are never modified in place (the problems memoise per state object).
+    """
+    fields = {}
     for f in dataclasses.fields(state):
-        getattr(state, f.name)[index] = getattr(part, f.name)
-    return state
+        arr = getattr(state, f.name).copy()
+        arr[index] = getattr(part, f.name)
+        fields[f.name] = arr
+    return dataclasses.replace(state, **fields)
 
 
 class M3FCVectorEnv(VectorEnv):
@@ -79,9 +84,9 @@ class M3FCVectorEnv(VectorEnv):
                 part, r = self.core.advance(
                     self.state.take(live), xi[live], None if major is None else major[live], rng
                 )
-                _put(self.state, live, part)
+                self.state = _put(self.state, live, part)
                 rewards[live] = r
-            _put(self.state, resetting, self.problem.reset(int(resetting.sum()), rng))
+            self.state = _put(self.state, resetting, self.problem.reset(int(resetting.sum()), rng))
             self.episode_returns[resetting] = 0.0
         self.episode_returns += rewards
         truncated = (self.state.t >= self.problem.horizon) & ~resetting

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -289,6 +290,20 @@ class Problem(ABC, Generic[S]):
     @abstractmethod
     def minor_cells(self, state: S) -> IntArray:
         """``(B, N)`` flat decoding cell of each minor (from the pre-step state, spec S4)."""
+
+    def cells(self, state: S) -> IntArray:
+        """:meth:`minor_cells`, memoised for the most recent state object.
+
+        The M3FC view bins every state twice (observation after a step, decoding before the
+        next); states are never modified in place (``step`` returns a new one), so the state's
+        identity is a safe key.
+        """
+        memo = getattr(self, "_cells_memo", None)
+        if memo is not None and memo[0]() is state:
+            return memo[1]
+        cells = self.minor_cells(state)
+        self._cells_memo = (weakref.ref(state), cells)
+        return cells
 
     # --- M3FC observation --------------------------------------------------------------------
     @abstractmethod

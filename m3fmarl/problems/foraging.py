@@ -430,7 +430,7 @@ class Foraging(Problem[ForagingState]):
 
     def histogram(self, state: ForagingState) -> FloatArray:
         """``(B, M)`` minors' histogram over ``cell_shape`` (counts / N), C order."""
-        return batched_histogram(self.minor_cells(state), self.num_cells)
+        return batched_histogram(self.cells(state), self.num_cells)
 
     def major_observation(self, state: ForagingState) -> FloatArray:
         """``(B, 2)``: the truck position (y1, y2)."""

@@ -137,7 +137,7 @@ class Potential(Problem[PotentialState]):
         return nearest_bin(state.minors, LO, HI, NUM_BINS)
 
     def m3fc_observation(self, state: PotentialState) -> FloatArray:
-        hist = batched_histogram(self.minor_cells(state), NUM_BINS)
+        hist = batched_histogram(self.cells(state), NUM_BINS)
         return np.concatenate([hist, state.major[:, None], state.target[:, None]], axis=1)
 
     def m3fc_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
