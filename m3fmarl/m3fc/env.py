@@ -193,7 +193,8 @@ class M3FCCore:
             f"/{self.problem.horizon}  return={episode_return:.1f}",
             fontsize=9,
         )
-        ax.legend(loc="upper right", fontsize=7, framealpha=0.7)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3, fontsize=7, frameon=False)
+        fig.subplots_adjust(bottom=0.14)
         return figure_to_rgb(fig)
 
 
