@@ -1,0 +1,471 @@
+"""M3FPPO: single-agent PPO on the batched M3FC environment, on RLlib 2.60's new API stack.
+
+Spec: ``spec/experiments.md`` §1.1 (RLlib-1.8 PPO semantics), §1.2 (hyperparameters), §1.3
+(network), §1.4 (M3FPPO), §1.10 (RLlib 2.x checklist).  RLlib facts this relies on are collected
+in ``docs/rllib-notes.md``.
+
+Pieces:
+
+* :func:`m3fppo_config` — the ``PPOConfig`` (Table 3 settings, reference KL pair, sampling from
+  :class:`m3fmarl.m3fc.vector.M3FCVectorEnv` through the Gymnasium ``vector_entry_point``).
+* :class:`M3FPPOTorchRLModule` — RLlib's default PPO torch module (separate 256-256 tanh actor
+  and critic MLPs, linear heads, state-dependent log-std) re-initialised as RLlib 1.8 did
+  (normc 1.0 hidden layers, normc 0.01 heads, zero biases; spec §1.3 / H4).
+* :class:`M3FGeneralAdvantageEstimation` — learner connector replacing RLlib's GAE piece: the same
+  GAE(γ, λ) with truncation bootstrap, but it keeps the old value predictions in the batch
+  (``Columns.VF_PREDS``, needed by the value clip) and standardises advantages over the real
+  time steps only.
+* :class:`M3FPPOTorchLearner` — PPO torch learner with the RLlib-1.8 value clipping (H1) and the
+  RLlib-1.8 KL statistic for the adaptive KL coefficient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo.ppo import (
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
+    LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY,
+)
+from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.connectors.learner import GeneralAdvantageEstimation
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.torch_utils import explained_variance
+
+import m3fmarl
+from m3fmarl.problems import canonical_name
+from m3fmarl.problems.core import VARIANTS, check_choice
+
+# --- settings --------------------------------------------------------------------------------
+
+VF_CLIP_KEY = "rllib18_vf_clip_param"
+"""``learner_config_dict`` key: RLlib-1.8 ``vf_clip_param`` (clip of V − V_old; None = off)."""
+STANDARDIZE_KEY = "standardize_advantages"
+"""``learner_config_dict`` key: standardise advantages over the train batch (PPO: True)."""
+KL_STAT_KEY = "kl_statistic"
+"""``learner_config_dict`` key: KL fed to the adaptive coefficient: ``"mean"`` over all
+minibatches of the update (RLlib 1.8) or ``"last"`` minibatch (RLlib 2.60's PPOLearner)."""
+
+KL_COEFFS_STATE_KEY = "kl_coeffs"
+"""Learner-state key under which :class:`M3FPPOTorchLearner` checkpoints the KL coefficients."""
+
+KL_SETTINGS: dict[str, tuple[float, float]] = {
+    "reference": (0.2, 0.03),  # code: initial kl_coeff 0.2 (RLlib default), kl_target 0.03
+    "paper": (0.03, 0.01),  # Table 3 read literally: coefficient 0.03, RLlib-1.8 default target
+}
+"""Variant → (initial kl_coeff, kl_target), spec §1.2."""
+
+
+def _set_torch_threads() -> None:
+    """One intra-op thread: the 2-core budget is shared by sampling and learning."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def _on_environment_created(*, env_runner: Any = None, **kwargs: Any) -> None:
+    """Env-runner callback (local or remote runner): torch inference on one thread."""
+    _set_torch_threads()
+
+
+# --- network ---------------------------------------------------------------------------------
+
+
+def normc_(weight: torch.Tensor, std: float = 1.0) -> torch.Tensor:
+    """RLlib-1.8 "normc" initialiser, in place: N(0, 1) weights, then each output unit's incoming
+    weight vector (a row of torch's ``(out, in)`` weight) rescaled to L2 norm ``std``."""
+    with torch.no_grad():
+        weight.normal_(0.0, 1.0)
+        weight.mul_(std / weight.norm(dim=1, keepdim=True))
+    return weight
+
+
+def _linears(module: torch.nn.Module | None) -> list[torch.nn.Linear]:
+    return [] if module is None else [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
+class M3FPPOTorchRLModule(DefaultPPOTorchRLModule):
+    """RLlib's default PPO torch module, initialised as RLlib 1.8's fully connected net.
+
+    With ``model_config`` ``fcnet_hiddens=[256, 256]``, ``fcnet_activation="tanh"``,
+    ``vf_share_layers=False``, ``head_fcnet_hiddens=[]``, ``free_log_std=False`` the default module
+    is exactly the reference network (spec §1.3): an actor encoder obs→256→256 (tanh) with a
+    linear head giving the action-distribution inputs (means and log-stds of every Box part,
+    logits of a Discrete part), and a separate critic encoder obs→256→256 (tanh) with a linear
+    head → 1.  Only the initialisation differs in RLlib 2.60 (torch default kaiming-uniform,
+    non-zero biases), so ``setup`` re-initialises when ``model_config["m3f_init"] == "normc"``:
+    hidden layers normc 1.0, the last layer of the policy and value heads normc 0.01, all biases
+    0 (spec H4).  Consequence: initial action means ≈ 0 and log-stds ≈ 0.
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        if self.model_config.get("m3f_init", "normc") == "normc":
+            self._normc_init()
+
+    def _normc_init(self) -> None:
+        heads = [h for h in (getattr(self, "pi", None), getattr(self, "vf", None)) if h is not None]
+        head_layers = {id(m) for h in heads for m in _linears(h)}
+        for layer in _linears(self.encoder):
+            if id(layer) not in head_layers:
+                normc_(layer.weight, 1.0)
+                torch.nn.init.zeros_(layer.bias)
+        for head in heads:
+            layers = _linears(head)
+            for i, layer in enumerate(layers):
+                normc_(layer.weight, 0.01 if i == len(layers) - 1 else 1.0)
+                torch.nn.init.zeros_(layer.bias)
+
+
+# --- advantages ------------------------------------------------------------------------------
+
+
+def gae_flat(
+    values: np.ndarray, rewards: np.ndarray, terminateds: np.ndarray, truncateds: np.ndarray,
+    gamma: float, lambda_: float,
+) -> np.ndarray:
+    """GAE advantages over RLlib's flat learner batch (episode chunks back to back, each followed
+    by one artificial bootstrap row that carries V(s_last)).
+
+    A row whose ``terminated`` flag is set does not bootstrap; a row whose ``truncated`` flag is
+    set (episode end at T or a rollout-fragment cut) bootstraps from the next row's value and
+    stops the recursion.  The values of the artificial rows themselves are meaningless (they are
+    masked out by the caller).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    not_term = 1.0 - np.asarray(terminateds, dtype=np.float64)
+    carry = gamma * lambda_ * not_term * (1.0 - np.asarray(truncateds, dtype=np.float64))
+    next_values = np.append(values[1:], 0.0)
+    deltas = np.asarray(rewards, dtype=np.float64) + gamma * not_term * next_values - values
+    adv = np.empty(n)
+    running = 0.0
+    for t in range(n - 1, -1, -1):
+        running = deltas[t] + carry[t] * running
+        adv[t] = running
+    return adv
+
+
+class M3FGeneralAdvantageEstimation(ConnectorV2):
+    """Learner connector: GAE advantages, value targets and the old value predictions.
+
+    Replaces RLlib 2.60's ``GeneralAdvantageEstimation`` (same place in the learner pipeline,
+    after ``AddOneTsToEpisodesAndTruncate`` and the tensor conversion).  Differences:
+
+    * it keeps the value predictions in the batch as ``Columns.VF_PREDS`` — RLlib drops them, but
+      the RLlib-1.8 value clip needs V_old.  They are computed by the learner's module before the
+      first gradient step, i.e. with exactly the weights the env runner sampled with (PPO syncs
+      weights after every update and samples synchronously), so they equal RLlib 1.8's
+      sampling-time ``vf_preds``;
+    * advantages are standardised over the real time steps only (RLlib 2.60 includes the
+      artificial bootstrap rows in mean and std; RLlib 1.8 had no such rows), and can be left
+      unstandardised (A2C reference, spec §1.5 / H3);
+    * computed in float64, stored as float32.
+
+    Only for non-recurrent modules.
+    """
+
+    def __init__(
+        self, input_observation_space: Any = None, input_action_space: Any = None, *,
+        gamma: float, lambda_: float, standardize_advantages: bool = True,
+    ) -> None:
+        super().__init__(input_observation_space, input_action_space)
+        self.gamma = float(gamma)
+        self.lambda_ = float(lambda_)
+        self.standardize_advantages = bool(standardize_advantages)
+
+    def __call__(self, *, rl_module: Any, episodes: Any, batch: dict[str, Any], **kwargs: Any) -> Any:
+        for module_id, module_batch in batch.items():
+            if module_id not in rl_module.keys():
+                continue
+            module = rl_module[module_id]
+            if not isinstance(module.unwrapped(), ValueFunctionAPI):
+                continue
+            if module.is_stateful():
+                raise NotImplementedError("M3FGeneralAdvantageEstimation supports non-recurrent modules only")
+            with torch.no_grad():
+                values_t = module.compute_values(module_batch)
+            device = values_t.device
+            values = values_t.detach().cpu().numpy().astype(np.float64)
+            mask = _numpy(module_batch[Columns.LOSS_MASK]).astype(bool)
+            adv = gae_flat(
+                values, _numpy(module_batch[Columns.REWARDS]), _numpy(module_batch[Columns.TERMINATEDS]),
+                _numpy(module_batch[Columns.TRUNCATEDS]), self.gamma, self.lambda_,
+            )
+            adv[~mask] = 0.0
+            targets = adv + values
+            if self.standardize_advantages:
+                valid = adv[mask]
+                adv = (adv - valid.mean()) / max(1e-4, valid.std())
+                adv[~mask] = 0.0
+            module_batch[Columns.ADVANTAGES] = torch.from_numpy(adv.astype(np.float32)).to(device)
+            module_batch[Columns.VALUE_TARGETS] = torch.from_numpy(targets.astype(np.float32)).to(device)
+            module_batch[Columns.VF_PREDS] = values_t.detach().to(torch.float32)
+        return batch
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# --- loss ------------------------------------------------------------------------------------
+
+
+def rllib18_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, targets: torch.Tensor, clip_param: float | None,
+) -> torch.Tensor:
+    """Per-sample RLlib-1.8 PPO value loss (spec §1.1 item 4, hazard H1).
+
+    ``max((V − R)², (V_clip − R)²)`` with ``V_clip = V_old + clip(V − V_old, −c, c)``: the change
+    of the value prediction relative to the sampling-time prediction is clipped (PPO2 style).
+    ``clip_param`` None or inf gives the plain squared error.
+    """
+    err = (values - targets) ** 2
+    if clip_param is None or math.isinf(clip_param):
+        return err
+    clipped = old_values + torch.clamp(values - old_values, -clip_param, clip_param)
+    return torch.maximum(err, (clipped - targets) ** 2)
+
+
+class M3FPPOTorchLearner(PPOTorchLearner):
+    """PPO torch learner with RLlib-1.8 semantics where RLlib 2.60 differs.
+
+    Why a subclass: RLlib 2.60's ``PPOTorchLearner.compute_loss_for_module`` clamps the *squared
+    value error* at ``vf_clip_param`` (``clamp((V − R)², 0, c)``: zero gradient once
+    |V − R| > √c), whereas the reference (RLlib 1.8) clips the *change* of V relative to the
+    sampling-time prediction, ``max((V − R)², (V_old + clip(V − V_old, ±c) − R)²)``.  With
+    returns of O(10–1500) and c = 10 the 2.60 rule would stop critic learning (hazard H1), and the
+    loss function has no hook for the value term, so the whole per-module loss is overridden here
+    (same policy/KL/entropy terms as RLlib's).  The built-in clip must be off
+    (``vf_clip_param = inf``); c comes from ``learner_config_dict["rllib18_vf_clip_param"]``.
+
+    Also:
+
+    * ``build`` swaps RLlib's GAE connector for :class:`M3FGeneralAdvantageEstimation` (keeps
+      ``Columns.VF_PREDS``) and sets torch to one thread;
+    * the adaptive KL coefficient is updated with the mean KL over all minibatches of the update,
+      as RLlib 1.8 did (its learner stats were averaged over every SGD minibatch); RLlib 2.60 feeds
+      it the KL of the last minibatch only (``learner_config_dict["kl_statistic"] = "last"``
+      restores that);
+    * the KL coefficients are part of the learner state, so a run restored from a checkpoint
+      continues with its adapted coefficient (RLlib 2.60 restarts from ``kl_coeff``).
+    """
+
+    def build(self) -> None:
+        _set_torch_threads()
+        super().build()
+        self._kl_sums: dict[str, list] = {}
+        if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
+            self._learner_connector.remove(GeneralAdvantageEstimation)
+            self._learner_connector.append(
+                M3FGeneralAdvantageEstimation(
+                    gamma=self.config.gamma, lambda_=self.config.lambda_,
+                    standardize_advantages=self.config.learner_config_dict.get(STANDARDIZE_KEY, True),
+                )
+            )
+
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        self._kl_sums = {}
+
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict) -> Any:
+        module = self.module[module_id].unwrapped()
+        if Columns.LOSS_MASK in batch:
+            mask = batch[Columns.LOSS_MASK]
+            num_valid = torch.sum(mask)
+
+            def mean(x: torch.Tensor) -> torch.Tensor:
+                return torch.sum(x[mask]) / num_valid
+        else:
+            mask = None
+            mean = torch.mean
+
+        curr_dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        prev_dist = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
+        ratio = torch.exp(curr_dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])
+        adv = batch[Columns.ADVANTAGES]
+        surrogate = torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - config.clip_param, 1 + config.clip_param))
+        entropy = curr_dist.entropy()
+        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+
+        values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+        targets = batch[Columns.VALUE_TARGETS]
+        clip = config.learner_config_dict.get(VF_CLIP_KEY, 10.0)
+        vf_loss = rllib18_value_loss(values, batch[Columns.VF_PREDS], targets, clip)
+
+        total = mean(-surrogate + config.vf_loss_coeff * vf_loss - entropy_coeff * entropy)
+        if config.use_kl_loss:
+            mean_kl = mean(prev_dist.kl(curr_dist))
+            total = total + self.curr_kl_coeffs_per_module[module_id] * mean_kl
+            acc = self._kl_sums.setdefault(module_id, [0.0, 0])
+            acc[0] = acc[0] + mean_kl.detach()
+            acc[1] += 1
+        else:
+            mean_kl = torch.zeros((), device=total.device)
+
+        valid_t = targets if mask is None else targets[mask]
+        valid_v = values if mask is None else values[mask]
+        self.metrics.log_dict(
+            {
+                POLICY_LOSS_KEY: -mean(surrogate),
+                VF_LOSS_KEY: mean(vf_loss),
+                LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: mean((values - targets) ** 2),
+                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(valid_t, valid_v),
+                ENTROPY_KEY: mean(entropy),
+                LEARNER_RESULTS_KL_KEY: mean_kl,
+            },
+            key=module_id,
+            window=1,
+        )
+        return total
+
+    def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> dict:
+        """Learner state plus the adaptive KL coefficients (RLlib 2.60 does not checkpoint them:
+        a restored run would restart from ``kl_coeff``)."""
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        if self._check_component(KL_COEFFS_STATE_KEY, components, not_components):
+            state[KL_COEFFS_STATE_KEY] = {mid: float(v) for mid, v in self.curr_kl_coeffs_per_module.items()}
+        return state
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        for mid, value in state.get(KL_COEFFS_STATE_KEY, {}).items():
+            self.curr_kl_coeffs_per_module[mid].data.fill_(value)
+
+    def _update_module_kl_coeff(self, *, module_id: str, config: Any, kl_loss: float) -> None:
+        acc = self._kl_sums.get(module_id)
+        if config.learner_config_dict.get(KL_STAT_KEY, "mean") == "mean" and acc and acc[1] > 0:
+            kl_loss = float(acc[0] / acc[1])
+            self.metrics.log_value((module_id, "mean_kl_update"), kl_loss, window=1)
+        super()._update_module_kl_coeff(module_id=module_id, config=config, kl_loss=kl_loss)
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def m3fppo_config(
+    problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
+    num_envs_per_env_runner: int = 64, num_env_runners: int = 0, train_batch_size: int = 24000,
+    minibatch_size: int = 4000, num_epochs: int = 8, env_config: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> PPOConfig:
+    """The PPOConfig of M3FPPO for one problem (spec §1.1–1.4, §1.10), RLlib 2.60 new API stack.
+
+    Args:
+        problem: problem name (``beach-bar``, ``foraging``, …; aliases as in
+            :func:`m3fmarl.problems.canonical_name`) or its Gymnasium id.
+        num_minors: N, the number of minor agents of the simulated system.
+        variant: ``reference`` (the authors' code: KL coefficient 0.2 → target 0.03) or ``paper``
+            (Table 3 read literally: coefficient 0.03 → target 0.01); also the env variant.
+        seed: RLlib seed (torch/numpy in learner and env runners, env resets).
+        num_envs_per_env_runner: B, copies stepped together by one :class:`M3FCVectorEnv`.
+            B = 120 makes every copy's share of a 24 000-step batch exactly 200 steps, so chunk
+            ends coincide with episode ends as in the reference (one env, fragments of 200,
+            T = 200 or 100); with B = 64 each copy contributes 375 steps and episodes are also
+            cut (and bootstrapped from V) in the middle.  Same speed (docs/rllib-notes.md).
+        num_env_runners: 0 = sample in the driver (default; PPO samples and learns in turn, so a
+            remote runner buys no overlap on 2 cores, only serialisation and weight syncs);
+            ≥ 1 remote runners (results must not depend on it).
+        train_batch_size: env steps per iteration (24 000).  Each copy contributes
+            ``train_batch_size / (B · max(1, runners))`` consecutive steps per iteration
+            (RLlib's ``rollout_fragment_length="auto"``), so the batch is exact.
+        minibatch_size, num_epochs: SGD settings (4 000, 8).
+        env_config: extra env kwargs (``execution``, switch overrides such as
+            ``histogram="joint"``); ``num_minors`` and ``variant`` are set from the arguments.
+        **overrides: further PPOConfig attributes, applied last via ``update_from_dict``
+            (e.g. ``lr=1e-4``, ``learner_config_dict={...}``).
+    """
+    check_choice("variant", variant, VARIANTS)
+    env_id = problem if problem in m3fmarl.ENV_IDS.values() else m3fmarl.ENV_IDS[canonical_name(problem)]
+    if isinstance(num_minors, bool) or not isinstance(num_minors, (int, np.integer)) or num_minors < 1:
+        raise ValueError(f"num_minors must be an integer >= 1, got {num_minors!r}")
+    kl_coeff, kl_target = KL_SETTINGS[variant]
+    env_kwargs = {**(env_config or {}), "num_minors": int(num_minors), "variant": variant}
+    if env_kwargs.get("execution", "centralized") != "centralized":
+        raise ValueError("M3FPPO trains with centralized execution (one upper-level action per step); "
+                         "decentralized execution is for evaluation only")
+
+    config = (
+        PPOConfig()
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .framework("torch")
+        .environment(
+            env_id,
+            env_config=env_kwargs,
+            # normalize_actions=True on Box(-1, 1) = unsquash (identity) + clip to the bounds,
+            # applied to a copy (ACTIONS_FOR_ENV) that goes to the env; the unclipped sample
+            # stays in the episode and is what log-probs/KL are computed on (RLlib 1.8 too).
+            normalize_actions=True,
+            clip_actions=False,
+        )
+        .env_runners(
+            num_env_runners=num_env_runners,
+            num_envs_per_env_runner=num_envs_per_env_runner,
+            gym_env_vectorize_mode="vector_entry_point",
+            rollout_fragment_length="auto",
+            batch_mode="truncate_episodes",
+            explore=True,
+            # No observation filter: RLlib 2.x adds none unless a MeanStdFilter connector is
+            # configured (env_to_module_connector stays unset).
+        )
+        .learners(
+            num_learners=0,
+            learner_class=M3FPPOTorchLearner,
+            learner_config_dict={VF_CLIP_KEY: 10.0, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean"},
+        )
+        .training(
+            gamma=0.99,
+            lambda_=1.0,
+            lr=5e-5,
+            train_batch_size_per_learner=train_batch_size,
+            minibatch_size=minibatch_size,
+            num_epochs=num_epochs,
+            shuffle_batch_per_epoch=True,
+            clip_param=0.2,
+            use_kl_loss=True,
+            kl_coeff=kl_coeff,
+            kl_target=kl_target,
+            vf_loss_coeff=1.0,
+            entropy_coeff=0.0,
+            vf_clip_param=float("inf"),  # built-in 2.x clip off; RLlib-1.8 clip in the learner
+            grad_clip=None,
+            use_gae=True,
+            use_critic=True,
+        )
+        .rl_module(
+            rl_module_spec=RLModuleSpec(
+                module_class=M3FPPOTorchRLModule,
+                model_config={
+                    "fcnet_hiddens": [256, 256],
+                    "fcnet_activation": "tanh",
+                    "vf_share_layers": False,
+                    "head_fcnet_hiddens": [],
+                    "free_log_std": False,
+                    "m3f_init": "normc",
+                },
+            )
+        )
+        .callbacks(on_environment_created=_on_environment_created)
+        .reporting(metrics_num_episodes_for_smoothing=100)
+        .debugging(seed=seed)
+    )
+    if overrides:
+        unknown = [k for k in overrides if not hasattr(config, k)]
+        if unknown:
+            raise TypeError(f"unknown PPOConfig setting(s): {', '.join(sorted(unknown))}")
+        if "learner_config_dict" in overrides:
+            overrides = {**overrides, "learner_config_dict": {**config.learner_config_dict,
+                                                              **overrides["learner_config_dict"]}}
+        config.update_from_dict(overrides)
+    return config

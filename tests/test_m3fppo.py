@@ -1,0 +1,263 @@
+"""M3FPPO on RLlib 2.60 (new API stack): config, RLlib-1.8 value loss, GAE, and a real tiny run.
+
+The run tests (marked slow: "short training runs") use real RLlib, no mocks: Beach bar N = 5,
+8 vector copies, train batch 800, minibatch 200, 2 epochs, sampling in the driver
+(``num_env_runners=0``); about 15 s including Ray start-up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.rllib")
+torch = pytest.importorskip("torch")
+
+import ray  # noqa: E402
+from ray.rllib.core.columns import Columns  # noqa: E402
+
+from ray.rllib.algorithms.algorithm import Algorithm  # noqa: E402
+
+from m3fmarl.algorithms.m3fppo import (  # noqa: E402
+    M3FPPOTorchLearner,
+    M3FPPOTorchRLModule,
+    gae_flat,
+    m3fppo_config,
+    rllib18_value_loss,
+)
+from m3fmarl.m3fc.vector import M3FCVectorEnv  # noqa: E402
+
+TINY = dict(train_batch_size=800, minibatch_size=200, num_epochs=2, num_envs_per_env_runner=8)
+
+
+# --- pure functions --------------------------------------------------------------------------
+
+
+def test_rllib18_value_loss_hand_case() -> None:
+    # per column: V = V_old (clip inactive); V moved +20 towards R (V_clip = +10 is further
+    # from R → clipped branch wins, zero gradient); V moved +5 (inside the clip); V moved −30
+    # away from R = 0 (V_clip = −10 is closer → unclipped wins, full gradient); V_old 50 → V 30 with R = 0
+    # (V_clip = 40 is further → clipped branch wins)
+    v = torch.tensor([0.0, 20.0, 5.0, -30.0, 30.0], requires_grad=True)
+    v_old = torch.tensor([0.0, 0.0, 0.0, 0.0, 50.0])
+    r = torch.tensor([100.0, 100.0, -100.0, 0.0, 0.0])
+    loss = rllib18_value_loss(v, v_old, r, 10.0)
+    expected = torch.tensor([10000.0, 8100.0, 11025.0, 900.0, 1600.0])
+    torch.testing.assert_close(loss, expected)
+    # where the clipped branch is the max, the gradient w.r.t. V vanishes (PPO2-style clip)
+    loss.sum().backward()
+    torch.testing.assert_close(v.grad, torch.tensor([-200.0, 0.0, 210.0, -60.0, 0.0]))
+    # the formula, written out once more
+    v_clip = v_old + torch.clamp(v.detach() - v_old, -10.0, 10.0)
+    torch.testing.assert_close(loss.detach(), torch.maximum((v.detach() - r) ** 2, (v_clip - r) ** 2))
+    # no clip → plain squared error
+    torch.testing.assert_close(rllib18_value_loss(v.detach(), v_old, r, None), (v.detach() - r) ** 2)
+    torch.testing.assert_close(rllib18_value_loss(v.detach(), v_old, r, math.inf), (v.detach() - r) ** 2)
+
+
+def test_gae_flat_hand_case() -> None:
+    # chunk A: two steps, truncated (bootstrap from the artificial row 2); chunk B: one step,
+    # terminated (no bootstrap); rows 2 and 4 are RLlib's artificial bootstrap rows.
+    values = np.array([1.0, 2.0, 4.0, 3.0, 7.0])
+    rewards = np.array([1.0, 1.0, 0.0, 2.0, 0.0])
+    term = np.array([0, 0, 0, 1, 0])
+    trunc = np.array([0, 1, 0, 0, 0])
+    adv = gae_flat(values, rewards, term, trunc, gamma=0.5, lambda_=1.0)
+    # A0 = 1 + 0.5·1 + 0.25·V(s2) − V0,  A1 = 1 + 0.5·V(s2) − V1,  A3 = 2 − V3
+    np.testing.assert_allclose(adv[[0, 1, 3]], [1.5, 1.0, -1.0])
+    adv = gae_flat(values, rewards, term, trunc, gamma=0.5, lambda_=0.0)  # one-step TD errors
+    np.testing.assert_allclose(adv[[0, 1, 3]], [1 + 0.5 * 2 - 1, 1 + 0.5 * 4 - 2, 2 - 3])
+
+
+def test_config_settings() -> None:
+    cfg = m3fppo_config("beach-bar", 300)
+    assert (cfg.gamma, cfg.lambda_, cfg.lr, cfg.clip_param) == (0.99, 1.0, 5e-5, 0.2)
+    assert cfg.use_kl_loss and (cfg.kl_coeff, cfg.kl_target) == (0.2, 0.03)
+    assert (cfg.entropy_coeff, cfg.vf_loss_coeff, cfg.grad_clip) == (0.0, 1.0, None)
+    assert math.isinf(cfg.vf_clip_param) and cfg.learner_config_dict["rllib18_vf_clip_param"] == 10.0
+    assert (cfg.train_batch_size_per_learner, cfg.minibatch_size, cfg.num_epochs) == (24000, 4000, 8)
+    assert cfg.batch_mode == "truncate_episodes" and cfg.explore
+    assert cfg.normalize_actions and not cfg.clip_actions
+    assert cfg.gym_env_vectorize_mode == "vector_entry_point"
+    assert cfg.env == "m3fmarl/BeachBar-v0" and cfg.env_config == {"num_minors": 300, "variant": "reference"}
+    assert cfg.learner_class is M3FPPOTorchLearner
+    assert cfg.enable_rl_module_and_learner and cfg.enable_env_runner_and_connector_v2
+    mc = cfg.rl_module_spec.model_config
+    assert mc["fcnet_hiddens"] == [256, 256] and mc["fcnet_activation"] == "tanh"
+    assert mc["vf_share_layers"] is False and mc["free_log_std"] is False
+    paper = m3fppo_config("foraging", 20, "paper", lr=1e-4, env_config={"execution": "centralized"})
+    assert (paper.kl_coeff, paper.kl_target, paper.lr) == (0.03, 0.01, 1e-4)
+    assert paper.env == "m3fmarl/Foraging-v0" and paper.env_config["variant"] == "paper"
+    with pytest.raises(ValueError, match="variant"):
+        m3fppo_config("beach-bar", 5, "code")
+    with pytest.raises(ValueError, match="unknown problem"):
+        m3fppo_config("beach-ball", 5)
+    with pytest.raises(ValueError, match="centralized"):
+        m3fppo_config("beach-bar", 5, env_config={"execution": "decentralized"})
+    with pytest.raises(TypeError, match="no_such_setting"):
+        m3fppo_config("beach-bar", 5, no_such_setting=1)
+
+
+def test_module_is_the_reference_network() -> None:
+    """Separate 45→256→256 tanh actor and critic, linear heads (255 = 125 means + 125 log-stds
+    + 5 logits, and 1), normc initialisation with zero biases; initial log-stds ≈ 0."""
+    import gymnasium as gym
+
+    cfg = m3fppo_config("beach-bar", 5)
+    venv = gym.make_vec("m3fmarl/BeachBar-v0", num_envs=2, vectorization_mode="vector_entry_point", num_minors=5,
+                        variant="reference")
+    spec = cfg.rl_module_spec
+    spec.observation_space, spec.action_space = venv.single_observation_space, venv.single_action_space
+    torch.manual_seed(0)
+    module = spec.build()
+    assert isinstance(module, M3FPPOTorchRLModule)
+    actor = [m for m in module.encoder.actor_encoder.modules() if isinstance(m, torch.nn.Linear)]
+    critic = [m for m in module.encoder.critic_encoder.modules() if isinstance(m, torch.nn.Linear)]
+    pi = [m for m in module.pi.modules() if isinstance(m, torch.nn.Linear)]
+    vf = [m for m in module.vf.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in actor] == [(45, 256), (256, 256)]
+    assert [(m.in_features, m.out_features) for m in critic] == [(45, 256), (256, 256)]
+    assert [(m.in_features, m.out_features) for m in pi] == [(256, 255)]
+    assert [(m.in_features, m.out_features) for m in vf] == [(256, 1)]
+    assert sum(isinstance(m, torch.nn.Tanh) for m in module.encoder.actor_encoder.modules()) == 2
+    for layer, norm in [(m, 1.0) for m in actor + critic] + [(m, 0.01) for m in pi + vf]:
+        torch.testing.assert_close(layer.weight.norm(dim=1), torch.full((layer.out_features,), norm))
+        assert torch.count_nonzero(layer.bias) == 0
+    obs, _ = venv.reset(seed=0)
+    with torch.no_grad():
+        out = module.forward_exploration({Columns.OBS: torch.as_tensor(obs, dtype=torch.float32)})
+    logits = out[Columns.ACTION_DIST_INPUTS]
+    assert logits.shape == (2, 255) and float(logits.abs().max()) < 0.1  # means, log-stds ≈ 0
+
+
+# --- real RLlib run --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def algo():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    algorithm = m3fppo_config("beach-bar", 5, seed=3, **TINY).build_algo()
+    try:
+        yield algorithm
+    finally:
+        algorithm.stop()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_results(algo):
+    return algo.train(), algo.train()
+
+
+@pytest.mark.slow
+def test_env_runner_uses_our_vector_env(algo) -> None:
+    runner = algo.env_runner_group.local_env_runner
+    venv = runner.env.unwrapped
+    assert isinstance(venv, M3FCVectorEnv)
+    assert venv.num_envs == 8 and venv.problem.num_minors == 5 and venv.problem.variant == "reference"
+    assert algo.config.get_rollout_fragment_length() == 100  # 800 steps / 8 copies
+
+
+@pytest.mark.slow
+def test_train_twice(algo, two_results) -> None:
+    r1, r2 = two_results
+    assert r1["env_runners"]["num_env_steps_sampled"] == 800
+    assert r2["num_env_steps_sampled_lifetime"] - r1["num_env_steps_sampled_lifetime"] == 800
+    # 100 steps per copy per iteration and T = 200: the 8 episodes end in iteration 2
+    assert r2["env_runners"]["num_episodes"] == 8
+    for key in ("episode_return_mean", "episode_return_min", "episode_return_max"):
+        assert np.isfinite(r2["env_runners"][key])
+    learner = r2["learners"]["default_policy"]
+    for key in ("policy_loss", "vf_loss", "vf_loss_unclipped", "entropy", "mean_kl_loss", "mean_kl_update"):
+        assert np.isfinite(learner[key]), key
+    # adaptive KL (RLlib-1.8 rule on the mean KL over all minibatches of each update)
+    coeff = 0.2
+    for r in (r1, r2):
+        kl = r["learners"]["default_policy"]["mean_kl_update"]
+        coeff *= 1.5 if kl > 2 * 0.03 else 0.5 if kl < 0.5 * 0.03 else 1.0
+    assert math.isclose(learner["curr_kl_coeff"], coeff, rel_tol=1e-6)
+    for k, v in r2["timers"].items():
+        assert np.isfinite(v), k
+
+
+@pytest.mark.slow
+def test_env_gets_clipped_actions_episode_keeps_the_sample(algo, two_results) -> None:
+    runner = algo.env_runner_group.local_env_runner
+    venv = runner.env.unwrapped
+    received = []
+
+    def spy(actions):
+        received.append((np.array(actions[0]), np.array(actions[1])))
+        return M3FCVectorEnv.step(venv, actions)
+
+    venv.step = spy
+    try:
+        episodes = runner.sample(num_timesteps=8 * 5, force_reset=True)
+    finally:
+        del venv.step
+    assert len(received) == 5 and len(episodes) == 8
+    stored_xi = np.stack([e.get_actions()[0] for e in episodes], axis=1)  # (5 steps, 8 copies, 125)
+    stored_major = np.stack([e.get_actions()[1] for e in episodes], axis=1)
+    sent_xi = np.stack([r[0] for r in received])
+    sent_major = np.stack([r[1] for r in received])
+    assert np.abs(stored_xi).max() > 1.0  # std ≈ 1 at initialisation: many samples outside [-1, 1]
+    assert np.abs(sent_xi).max() <= 1.0
+    np.testing.assert_allclose(sent_xi, np.clip(stored_xi, -1.0, 1.0), atol=1e-6)
+    np.testing.assert_array_equal(sent_major, stored_major)
+
+
+@pytest.mark.slow
+def test_learner_batch_keeps_old_value_predictions(algo, two_results) -> None:
+    runner = algo.env_runner_group.local_env_runner
+    learner = algo.learner_group._learner
+    module = learner.module["default_policy"]
+    # the env runner samples with the learner's current weights (synced after every update),
+    # so V recomputed by the learner before the first SGD step = the sampling-time V
+    runner_state = runner.module.state_dict()
+    learner_state = module.state_dict()
+    assert all(torch.equal(runner_state[k], learner_state[k]) for k in runner_state)
+
+    episodes = runner.sample(num_timesteps=8 * 5, force_reset=True)
+    batch = learner._learner_connector(
+        rl_module=learner.module, batch={}, episodes=episodes, shared_data={}, metrics=learner.metrics
+    )["default_policy"]
+    mask = batch[Columns.LOSS_MASK]
+    assert batch[Columns.OBS].shape[0] == 8 * 6 and int(mask.sum()) == 8 * 5  # + 1 bootstrap row per chunk
+    with torch.no_grad():
+        values = module.compute_values(batch)
+    torch.testing.assert_close(batch[Columns.VF_PREDS], values)
+    adv = batch[Columns.ADVANTAGES][mask].double()
+    assert abs(float(adv.mean())) < 1e-5 and abs(float(adv.std(unbiased=False)) - 1.0) < 1e-4
+    # chunk ends are truncations: target = r + γ·V(next obs) at the last real step of each chunk
+    rows = np.flatnonzero(batch[Columns.TRUNCATEDS].numpy())
+    assert len(rows) == 8
+    expect = batch[Columns.REWARDS][rows] + 0.99 * values[rows + 1]
+    torch.testing.assert_close(batch[Columns.VALUE_TARGETS][rows], expect)
+
+    # at the start of an update (θ = θ_old): ratio 1, KL 0, standardised advantages have mean 0,
+    # V = V_old (clip inactive) → total loss = mean over real steps of (V − R)²
+    with torch.no_grad():
+        fwd = module.forward_train(batch)
+        loss = learner.compute_loss_for_module(
+            module_id="default_policy", config=learner.config.get_config_for_module("default_policy"),
+            batch=batch, fwd_out=fwd,
+        )
+    expected = ((values - batch[Columns.VALUE_TARGETS])[mask] ** 2).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_checkpoint_restores_the_kl_coefficient(algo, two_results, tmp_path) -> None:
+    coeff = float(algo.learner_group._learner.curr_kl_coeffs_per_module["default_policy"])
+    assert coeff != 0.2  # adapted twice
+    algo.save_to_path(str(tmp_path))
+    restored = Algorithm.from_checkpoint(str(tmp_path))
+    try:
+        learner = restored.learner_group._learner
+        assert isinstance(learner, M3FPPOTorchLearner)
+        assert math.isclose(float(learner.curr_kl_coeffs_per_module["default_policy"]), coeff, rel_tol=1e-6)
+        assert restored.iteration == algo.iteration
+    finally:
+        restored.stop()
