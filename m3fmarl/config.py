@@ -1,0 +1,158 @@
+"""Typed settings loaded from commented YAML (``configs/``), rejecting unknown keys and bad values.
+
+One source of truth: a frozen dataclass with a docstring under each field.  The YAML files in
+``configs/algorithms/`` are instances of it; a test checks that every file's keys are exactly
+the fields, so the two cannot drift.  Errors are :class:`ConfigError` (a ``ValueError``) with one
+line naming the file, the key and the valid choices; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+"""The repository's ``configs/`` folder."""
+
+
+class ConfigError(ValueError):
+    """A bad configuration file or value (one line, names the file and the key)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOSettings:
+    """PPO hyperparameters of M3FPPO (paper Table 3; spec/experiments.md §1.2, §1.10)."""
+
+    gamma: float = 0.99
+    """Discount factor γ."""
+    lambda_: float = 1.0
+    """GAE λ (1.0: advantages are bootstrapped discounted returns minus V)."""
+    lr: float = 5e-5
+    """Adam step size, constant."""
+    clip_param: float = 0.2
+    """PPO ratio clip ε."""
+    use_kl_loss: bool = True
+    """Add the adaptive KL penalty β·KL(π_old ‖ π)."""
+    kl_coeff: float | None = None
+    """Initial β; ``null`` = per variant (reference 0.2, paper 0.03; spec §1.2)."""
+    kl_target: float | None = None
+    """KL target of the adaptive β (×1.5 above 2×target, ×0.5 below target/2); ``null`` = per
+    variant (reference 0.03, paper 0.01)."""
+    vf_loss_coeff: float = 1.0
+    """Weight of the value loss."""
+    entropy_coeff: float = 0.0
+    """Weight of the entropy bonus."""
+    vf_clip_param: float | None = 10.0
+    """RLlib-1.8 value clip: V − V_old clipped to ±this (spec H1); ``null`` = no clip."""
+    grad_clip: float | None = None
+    """Global gradient-norm clip; ``null`` = none (PPO reference)."""
+    train_batch_size: int = 24_000
+    """Env steps collected per training iteration."""
+    minibatch_size: int = 4_000
+    """Samples per gradient step; must divide train_batch_size."""
+    num_epochs: int = 8
+    """Passes over the train batch per iteration."""
+    num_envs_per_env_runner: int = 64
+    """Copies B of the batched env stepped together in one sampler."""
+
+    def __post_init__(self) -> None:
+        positive = ("lr", "train_batch_size", "minibatch_size", "num_epochs", "num_envs_per_env_runner")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.lambda_ <= 1.0:
+            raise ConfigError(f"lambda_ must be in [0, 1], got {self.lambda_}")
+        if self.train_batch_size % self.minibatch_size:
+            raise ConfigError(f"minibatch_size ({self.minibatch_size}) must divide "
+                              f"train_batch_size ({self.train_batch_size})")
+        for name in ("kl_coeff", "kl_target", "vf_clip_param", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or math.isnan(value)):
+                raise ConfigError(f"{name} must be > 0 or null, got {value}")
+
+    def ppo_overrides(self, variant: str) -> dict[str, Any]:
+        """Keyword arguments for :func:`m3fmarl.algorithms.m3fppo_config` (``None`` entries left
+        to the variant's defaults)."""
+        out: dict[str, Any] = {
+            "gamma": self.gamma, "lambda_": self.lambda_, "lr": self.lr, "clip_param": self.clip_param,
+            "use_kl_loss": self.use_kl_loss, "vf_loss_coeff": self.vf_loss_coeff,
+            "entropy_coeff": self.entropy_coeff, "grad_clip": self.grad_clip,
+            "train_batch_size": self.train_batch_size, "minibatch_size": self.minibatch_size,
+            "num_epochs": self.num_epochs, "num_envs_per_env_runner": self.num_envs_per_env_runner,
+            "learner_config_dict": {"rllib18_vf_clip_param": self.vf_clip_param},
+        }
+        if self.kl_coeff is not None:
+            out["kl_coeff"] = self.kl_coeff
+        if self.kl_target is not None:
+            out["kl_target"] = self.kl_target
+        return out
+
+
+T = TypeVar("T")
+
+
+def _check_type(where: str, name: str, value: Any, annotation: Any) -> Any:
+    """``value`` converted to the field's type, or a ConfigError naming the expected type."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{where}: {name} may not be null")
+    for t in options:
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in options)
+    raise ConfigError(f"{where}: {name} must be {names}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build the settings dataclass ``cls`` from ``data``; unknown keys and bad types refused."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {k: _check_type(where, k, v, hints[k]) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def load(cls: type[T], path: str | Path) -> T:
+    """Load ``path`` (YAML) into ``cls``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path.name}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return from_dict(cls, data, where=path.name)
+
+
+ALGORITHM_SETTINGS: dict[str, type] = {"m3fppo": PPOSettings}
+"""Algorithm name → its settings dataclass (``configs/algorithms/<name>.yaml``)."""
+
+
+def load_algorithm(name: str, path: str | Path | None = None) -> Any:
+    """The settings of algorithm ``name`` from ``path`` or ``configs/algorithms/<name>.yaml``."""
+    if name not in ALGORITHM_SETTINGS:
+        raise ConfigError(f"unknown algorithm {name!r}; valid: {', '.join(ALGORITHM_SETTINGS)}")
+    return load(ALGORITHM_SETTINGS[name], path or CONFIG_DIR / "algorithms" / f"{name}.yaml")
