@@ -86,6 +86,57 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one algorithm on one problem into a run directory (progress, CSV, TB, checkpoints)."""
+    from m3fmarl.config import load_algorithm
+    from m3fmarl.train import RunSpec, train
+
+    settings = load_algorithm(args.algo, args.config)
+    if args.timesteps is not None:
+        iterations = max(1, -(-args.timesteps // settings.train_batch_size))
+    else:
+        iterations = args.iterations
+    spec = RunSpec(args.algo, args.problem, args.num_minors, args.variant, args.seed, iterations)
+    out = Path(args.out) if args.out else spec.default_dir()
+    print(f"train {spec.algo} on {spec.problem}, N={spec.num_minors}, {spec.variant}, seed {spec.seed}: "
+          f"{iterations} iterations x {settings.train_batch_size} env steps -> {out}", flush=True)
+    try:
+        train(spec, out, settings=settings, resume=args.resume, checkpoint_every=args.checkpoint_every,
+              argv=["m3fmarl", *sys.argv[1:]], log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The paper's evaluation protocol on one checkpoint, over one or more N (transfer, Fig. 9)."""
+    from m3fmarl.evaluate import evaluate, load_policy
+    from m3fmarl.train import RUN_FILE, checkpoints
+
+    path = Path(args.checkpoint)
+    if (path / RUN_FILE).is_file():  # a run directory: its newest complete checkpoint
+        done = checkpoints(path)
+        if not done:
+            raise UsageError(f"{path}: run directory without a complete checkpoint")
+        path = done[-1][1]
+    policy = load_policy(path)
+    executions = ["centralized", "decentralized"] if args.execution == "both" else [args.execution]
+    results = []
+    if not args.json:
+        print(f"evaluate {path} ({policy.problem}, trained at N={policy.num_minors}, {policy.variant})")
+        print(f"{'execution':<14} {'N':>5} {'episodes':>9} {'mean':>12} {'std':>10} {'ci95':>9}")
+    for execution in executions:
+        for res in evaluate(policy, num_minors=args.num_minors, episodes=args.episodes, execution=execution,
+                            seed=args.seed):
+            results.append(res.to_dict())
+            if not args.json:
+                print(f"{execution:<14} {res.num_minors:>5} {res.episodes:>9} {res.mean:>12.2f} {res.std:>10.2f} "
+                      f"{res.ci95:>9.2f}", flush=True)
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), "results": results}, indent=1))
+    return 0
+
+
 def cmd_golden(args: argparse.Namespace) -> int:
     """Replay the golden protocol (P0, reference variant) and compare with the authors' numbers."""
     from m3fmarl.golden import compare, load_golden
@@ -223,6 +274,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rollout)
+
+    from m3fmarl.train import ALGORITHM_BUILDERS
+
+    p = sub.add_parser("train", help="train M3FPPO/M3FA2C on one problem (run directory, checkpoints, --resume)")
+    p.add_argument("--algo", choices=list(ALGORITHM_BUILDERS), required=True)
+    p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
+    p.add_argument("--num-minors", type=_positive_int, required=True, help="N of the training system")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=_positive_int, default=100, help="training iterations (default 100)")
+    length.add_argument("--timesteps", type=_positive_int, help="env steps (rounded up to whole iterations)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--config", help="algorithm settings YAML (default configs/algorithms/<algo>.yaml)")
+    p.add_argument("--out", help="run directory (default results/runs/<problem>__<algo>__N.._<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=10, help="iterations between checkpoints")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint (stochastic actions, 95%% CI) over one or more N")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint directory or a run directory (newest checkpoint)")
+    p.add_argument("--num-minors", type=_positive_int, nargs="+", help="N values (default: the training N)")
+    p.add_argument("--episodes", type=_positive_int, help="episodes per N (default per problem: 100/300/500)")
+    p.add_argument("--execution", choices=("centralized", "decentralized", "both"), default="centralized")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("golden", help="replay the golden protocol and compare with the authors' returns")
     p.add_argument("--problem", type=_problem, action="append", help="repeatable; default all")

@@ -78,7 +78,7 @@ class PPOSettings:
             if value is not None and (value <= 0 or math.isnan(value)):
                 raise ConfigError(f"{name} must be > 0 or null, got {value}")
 
-    def ppo_overrides(self, variant: str) -> dict[str, Any]:
+    def builder_kwargs(self, variant: str) -> dict[str, Any]:
         """Keyword arguments for :func:`m3fmarl.algorithms.m3fppo_config` (``None`` entries left
         to the variant's defaults)."""
         out: dict[str, Any] = {
@@ -113,6 +113,12 @@ def _check_type(where: str, name: str, value: Any, annotation: Any) -> Any:
             return value
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if t is float and isinstance(value, str):
+            # PyYAML reads `5e-5` (no dot) as a string; YAML 1.2 and users mean a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if t is str and isinstance(value, str):
             return value
     names = " or ".join("null" if t is type(None) else t.__name__ for t in options)
@@ -147,7 +153,58 @@ def load(cls: type[T], path: str | Path) -> T:
     return from_dict(cls, data, where=path.name)
 
 
-ALGORITHM_SETTINGS: dict[str, type] = {"m3fppo": PPOSettings}
+@dataclasses.dataclass(frozen=True)
+class A2CSettings:
+    """A2C hyperparameters of M3FA2C (spec/experiments.md §1.5: PPO's values where they apply,
+    RLlib-1.8 A2C defaults elsewhere)."""
+
+    gamma: float = 0.99
+    """Discount factor γ."""
+    lambda_: float = 1.0
+    """GAE λ."""
+    lr: float = 5e-5
+    """Adam step size, constant."""
+    vf_loss_coeff: float = 1.0
+    """Weight of the value loss (½ Σ (V − R)²)."""
+    entropy_coeff: float = 0.0
+    """Weight of the entropy bonus."""
+    grad_clip: float | None = 40.0
+    """Global gradient-norm clip (RLlib-1.8 A2C default 40); ``null`` = none."""
+    train_batch_size: int = 24_000
+    """Env steps per iteration; one gradient step on the whole batch."""
+    rollout_fragment_length: int = 20
+    """Steps per copy between bootstraps (RLlib-1.8 A2C default 20); train_batch_size must be a
+    multiple of rollout_fragment_length × num_envs_per_env_runner."""
+    num_envs_per_env_runner: int = 120
+    """Copies B of the batched env (120 × 20 × 10 = 24000)."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "train_batch_size", "rollout_fragment_length", "num_envs_per_env_runner"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.lambda_ <= 1.0:
+            raise ConfigError(f"lambda_ must be in [0, 1], got {self.lambda_}")
+        chunk = self.rollout_fragment_length * self.num_envs_per_env_runner
+        if self.train_batch_size % chunk:
+            raise ConfigError(f"train_batch_size ({self.train_batch_size}) must be a multiple of "
+                              f"rollout_fragment_length × num_envs_per_env_runner ({chunk})")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+
+    def builder_kwargs(self, variant: str) -> dict[str, Any]:
+        """Keyword arguments for :func:`m3fmarl.algorithms.m3fa2c_config`."""
+        del variant  # paper = reference for the algorithm (spec §1.5)
+        return {
+            "gamma": self.gamma, "lambda_": self.lambda_, "lr": self.lr, "vf_loss_coeff": self.vf_loss_coeff,
+            "entropy_coeff": self.entropy_coeff, "grad_clip": self.grad_clip,
+            "train_batch_size": self.train_batch_size, "rollout_fragment_length": self.rollout_fragment_length,
+            "num_envs_per_env_runner": self.num_envs_per_env_runner,
+        }
+
+
+ALGORITHM_SETTINGS: dict[str, type] = {"m3fppo": PPOSettings, "m3fa2c": A2CSettings}
 """Algorithm name → its settings dataclass (``configs/algorithms/<name>.yaml``)."""
 
 

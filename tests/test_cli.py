@@ -24,7 +24,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["rollout", "--problem", "potential", "--num-minors", "0"], "expected an integer >= 1"),
         (["rollout", "--problem", "potential", "--variant", "exact"], "choose from 'paper', 'reference'"),
         (["bench", "envs", "--problem", "beach"], None),  # an alias works: not an error
-        (["train"], "invalid choice"),
+        (["fly"], "invalid choice"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: list[str], needle: str | None) -> None:

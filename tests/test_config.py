@@ -49,6 +49,13 @@ def test_bad_settings_are_refused_with_one_clear_line(data: dict, needle: str) -
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
+def test_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
+    """PyYAML reads `lr: 5e-5` as a string; the loader still takes it as the number."""
+    path = tmp_path / "m3fppo.yaml"
+    path.write_text("lr: 5e-5\n")
+    assert load(PPOSettings, path).lr == 5e-5
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load(PPOSettings, tmp_path / "nope.yaml")
@@ -56,7 +63,7 @@ def test_load_errors(tmp_path: Path) -> None:
     bad.write_text("lr: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load(PPOSettings, bad)
-    with pytest.raises(ConfigError, match="unknown algorithm 'sac'; valid: m3fppo"):
+    with pytest.raises(ConfigError, match="unknown algorithm 'sac'; valid: m3fppo, m3fa2c"):
         load_algorithm("sac")
 
 
@@ -65,9 +72,21 @@ def test_overrides_build_the_ppo_config() -> None:
     from m3fmarl.algorithms import m3fppo_config
 
     s = dataclasses.replace(PPOSettings(), lr=1e-4, minibatch_size=2_000, vf_clip_param=None)
-    cfg = m3fppo_config("beach-bar", 5, "reference", **s.ppo_overrides("reference"))
+    cfg = m3fppo_config("beach-bar", 5, "reference", **s.builder_kwargs("reference"))
     assert cfg.lr == 1e-4 and cfg.minibatch_size == 2_000 and cfg.num_epochs == 8
     assert (cfg.kl_coeff, cfg.kl_target) == (0.2, 0.03)
     assert cfg.learner_config_dict["rllib18_vf_clip_param"] is None
-    paper = m3fppo_config("beach-bar", 5, "paper", **PPOSettings().ppo_overrides("paper"))
+    paper = m3fppo_config("beach-bar", 5, "paper", **PPOSettings().builder_kwargs("paper"))
     assert (paper.kl_coeff, paper.kl_target) == (0.03, 0.01)
+
+
+def test_a2c_settings_reach_the_a2c_config() -> None:
+    from m3fmarl.algorithms import m3fa2c_config
+    from m3fmarl.config import A2CSettings
+
+    s = load_algorithm("m3fa2c")
+    assert s == A2CSettings() and s.grad_clip == 40.0
+    cfg = m3fa2c_config("potential", 5, "reference", **dataclasses.replace(s, lr=2e-4).builder_kwargs("reference"))
+    assert cfg.lr == 2e-4 and cfg.grad_clip == 40.0 and cfg.num_epochs == 1 and cfg.rollout_fragment_length == 20
+    with pytest.raises(ConfigError, match="must be a multiple of"):
+        A2CSettings(num_envs_per_env_runner=64)

@@ -460,6 +460,14 @@ def m3fppo_config(
         .reporting(metrics_num_episodes_for_smoothing=100)
         .debugging(seed=seed)
     )
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: PPOConfig, overrides: dict[str, Any]) -> PPOConfig:
+    """Apply ``**overrides`` of a config builder in place (and return the config): PPOConfig
+    attributes set via ``update_from_dict``, unknown names refused with ``TypeError``, and a
+    ``learner_config_dict`` merged over the one already in the config (not replacing it).
+    Shared by :func:`m3fppo_config` and ``m3fa2c_config``."""
     if overrides:
         unknown = [k for k in overrides if not hasattr(config, k)]
         if unknown:

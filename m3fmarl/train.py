@@ -1,0 +1,359 @@
+"""Training runs: run directory, RLlib training loop, progress, metrics, checkpoints, resume.
+
+A run directory holds everything needed to understand and continue a run:
+
+* ``run.json``: what was run (algorithm, problem, N, variant, seed, length), the resolved
+  settings, git SHA and dirty flag, package versions, command line, machine, creation time;
+* ``config.yaml``: the resolved algorithm settings (same keys as ``configs/algorithms/*.yaml``);
+* ``progress.csv``: one row per iteration (env steps, returns, throughput, timers);
+* ``tb/``: TensorBoard events of the same metrics;
+* ``checkpoints/iter_NNNNNN/``: RLlib checkpoints (every k iterations and at the end), each
+  with a ``m3fmarl.json`` marker written after the checkpoint is complete.
+
+``resume`` continues from the newest complete checkpoint; rows of ``progress.csv`` after it are
+dropped (those iterations are trained again).  An existing run directory is never overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from m3fmarl.config import ALGORITHM_SETTINGS, ConfigError, load_algorithm
+from m3fmarl.problems import canonical_name
+from m3fmarl.problems.core import check_choice, check_num_minors
+
+ALGORITHM_BUILDERS: dict[str, str] = {
+    "m3fppo": "m3fmarl.algorithms.m3fppo:m3fppo_config",
+    "m3fa2c": "m3fmarl.algorithms.m3fa2c:m3fa2c_config",
+}
+"""Algorithm name → ``module:function`` returning its RLlib AlgorithmConfig."""
+
+RUN_FILE = "run.json"
+MARKER = "m3fmarl.json"
+PROGRESS_FIELDS = [
+    "iteration", "env_steps", "episode_return_mean", "episode_return_min", "episode_return_max",
+    "num_episodes", "time_this_iter_s", "time_total_s", "env_steps_per_s", "sample_time_s", "learn_time_s",
+    "vf_loss", "policy_loss", "mean_kl", "entropy",
+]
+
+
+class RunError(ValueError):
+    """A run directory problem (exists, not ours, nothing to resume): one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a training run is: the identity stored in ``run.json``."""
+
+    algo: str
+    problem: str
+    num_minors: int
+    variant: str = "reference"
+    seed: int = 0
+    iterations: int = 100
+
+    def __post_init__(self) -> None:
+        check_choice("algo", self.algo, tuple(ALGORITHM_BUILDERS))
+        object.__setattr__(self, "problem", canonical_name(self.problem))
+        check_num_minors(self.num_minors)
+        check_choice("variant", self.variant, ("paper", "reference"))
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+
+    def default_dir(self, root: str | Path = "results/runs") -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return Path(root) / f"{self.problem}__{self.algo}__N{self.num_minors}__{self.variant}__s{self.seed}__{stamp}"
+
+
+# ----------------------------------------------------------------------------------------------
+# provenance
+# ----------------------------------------------------------------------------------------------
+
+
+def git_info() -> dict[str, Any]:
+    """SHA and dirty flag of the checkout the package runs from (None outside git)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+        return {"sha": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("m3fmarl", "numpy", "scipy", "torch", "ray", "gymnasium", "pettingzoo", "POT", "pandas"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# run directory
+# ----------------------------------------------------------------------------------------------
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunError(f"{run_dir}: not an m3fmarl run directory (cannot read {RUN_FILE}: {err})") from None
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first, as (iteration, path)."""
+    out = []
+    for path in sorted((run_dir / "checkpoints").glob("iter_*")):
+        marker = path / MARKER
+        if marker.is_file():
+            try:
+                out.append((int(json.loads(marker.read_text())["iteration"]), path))
+            except (ValueError, KeyError, json.JSONDecodeError):
+                continue
+    return sorted(out)
+
+
+def prepare_run_dir(spec: RunSpec, settings: Any, run_dir: Path, resume: bool, argv: list[str]) -> dict[str, Any]:
+    """Create (or, with ``resume``, check) the run directory; returns the run record."""
+    if (run_dir / RUN_FILE).exists():
+        record = read_run(run_dir)
+        if not resume:
+            raise RunError(f"{run_dir} already holds a run ({record['spec']['algo']} on "
+                           f"{record['spec']['problem']}, N={record['spec']['num_minors']}); pass --resume to "
+                           "continue it or choose another --out")
+        stored = RunSpec(**{**record["spec"], "iterations": spec.iterations})
+        if stored != spec:
+            raise RunError(f"{run_dir}: --resume with different settings: stored {record['spec']}, "
+                           f"asked {dataclasses.asdict(spec)}")
+        record["spec"]["iterations"] = spec.iterations
+        (run_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
+        return record
+    if resume:
+        raise RunError(f"--resume: no run to resume in {run_dir} (no {RUN_FILE})")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} exists and is not an m3fmarl run directory; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "spec": dataclasses.asdict(spec),
+        "settings": dataclasses.asdict(settings),
+        "git": git_info(),
+        "versions": package_versions(),
+        "command": argv,
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (run_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
+    header = f"# Resolved {spec.algo} settings of this run ({spec.problem}, N={spec.num_minors}, {spec.variant})\n"
+    (run_dir / "config.yaml").write_text(header + yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False))
+    return record
+
+
+def _truncate_progress(path: Path, last_iteration: int) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= last_iteration]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=PROGRESS_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def _get(d: dict, *keys: str, default: float = math.nan) -> float:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    try:
+        return float(d)
+    except (TypeError, ValueError):
+        return default
+
+
+def metrics_row(result: dict[str, Any], iteration: int) -> dict[str, float]:
+    """The progress.csv row of one RLlib result dict."""
+    learner = result.get("learners", {}).get("default_policy", {})
+    runners = result.get("env_runners", {})
+    t_iter = _get(result, "time_this_iter_s")
+    sampled = _get(runners, "num_env_steps_sampled")
+    return {
+        "iteration": iteration,
+        "env_steps": _get(result, "num_env_steps_sampled_lifetime", default=_get(runners, "num_env_steps_sampled_lifetime")),
+        "episode_return_mean": _get(runners, "episode_return_mean"),
+        "episode_return_min": _get(runners, "episode_return_min"),
+        "episode_return_max": _get(runners, "episode_return_max"),
+        "num_episodes": _get(runners, "num_episodes"),
+        "time_this_iter_s": t_iter,
+        "time_total_s": _get(result, "time_total_s"),
+        "env_steps_per_s": sampled / t_iter if t_iter and t_iter > 0 else math.nan,
+        "sample_time_s": _get(result, "timers", "env_runner_sampling_timer"),
+        "learn_time_s": _get(result, "timers", "learner_update_timer"),
+        "vf_loss": _get(learner, "vf_loss"),
+        "policy_loss": _get(learner, "policy_loss"),
+        "mean_kl": _get(learner, "mean_kl_loss"),
+        "entropy": _get(learner, "entropy"),
+    }
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _fmt_count(x: float) -> str:
+    if not math.isfinite(x):
+        return "?"
+    for unit, div in (("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}" if abs(x) < 10 * div else f"{x / div:.0f}{unit}"
+    return f"{x:.0f}"
+
+
+def progress_line(row: dict[str, float], total: int, eta_s: float, last_return: float = math.nan) -> str:
+    """``iter 12/100 | steps 288k | return -41.2 | 2.1k steps/s | ETA 1h05m``.
+
+    When no episode ended in this iteration, the last known mean return is shown, marked ``*``.
+    """
+    ret = row["episode_return_mean"]
+    shown = f"{ret:.1f}" if math.isfinite(ret) else (f"{last_return:.1f}*" if math.isfinite(last_return) else "n/a")
+    return (f"iter {int(row['iteration'])}/{total} | steps {_fmt_count(row['env_steps'])} | "
+            f"return {shown} | {_fmt_count(row['env_steps_per_s'])} steps/s | ETA {_fmt_duration(eta_s)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+
+
+def build_config(spec: RunSpec, settings: Any) -> Any:
+    module, fn = ALGORITHM_BUILDERS[spec.algo].split(":")
+    builder = getattr(importlib.import_module(module), fn)
+    return builder(spec.problem, spec.num_minors, spec.variant, seed=spec.seed, **settings.builder_kwargs(spec.variant))
+
+
+def _save(algo: Any, run_dir: Path, spec: RunSpec, iteration: int, env_steps: float, keep: int) -> Path:
+    path = run_dir / "checkpoints" / f"iter_{iteration:06d}"
+    if path.exists():
+        shutil.rmtree(path)
+    algo.save_to_path(str(path.resolve()))
+    marker = {"iteration": iteration, "env_steps": env_steps, **dataclasses.asdict(spec),
+              "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (path / MARKER).write_text(json.dumps(marker, indent=1))
+    for _, old in checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def train(
+    spec: RunSpec, run_dir: str | Path, *, settings: Any = None, resume: bool = False, checkpoint_every: int = 10,
+    keep_checkpoints: int = 3, argv: list[str] | None = None, log: Callable[[str], None] = print,
+) -> Path:
+    """Train ``spec`` into ``run_dir`` (or continue it with ``resume``); returns the run directory."""
+    run_dir = Path(run_dir)
+    if settings is None:
+        settings = load_algorithm(spec.algo)
+    if not isinstance(settings, ALGORITHM_SETTINGS[spec.algo]):
+        raise ConfigError(f"settings for {spec.algo} must be {ALGORITHM_SETTINGS[spec.algo].__name__}")
+    record = prepare_run_dir(spec, settings, run_dir, resume, argv or sys.argv)
+    if resume:
+        settings = type(settings)(**record["settings"])  # a resumed run keeps its own settings
+
+    import logging
+
+    import ray
+    import torch
+
+    logging.getLogger("ray.rllib").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 configure_logging=True, logging_level="ERROR")
+    algo = build_config(spec, settings).build_algo()
+    start = 0
+    done = checkpoints(run_dir)
+    if resume and done:
+        start, path = done[-1]
+        algo.restore_from_path(str(path.resolve()))
+        log(f"resumed {run_dir} from iteration {start} ({path.name})")
+    elif resume:
+        log(f"resume: {run_dir} has no complete checkpoint; starting from iteration 0")
+    _truncate_progress(run_dir / "progress.csv", start)
+    if start >= spec.iterations:
+        log(f"{run_dir}: already trained for {start} iterations (asked {spec.iterations}); nothing to do")
+        algo.stop()
+        return run_dir
+
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    progress = run_dir / "progress.csv"
+    new_file = not progress.exists() or progress.stat().st_size == 0
+    fh = open(progress, "a", newline="")
+    csv_writer = csv.DictWriter(fh, fieldnames=PROGRESS_FIELDS)
+    if new_file:
+        csv_writer.writeheader()
+    t0 = time.perf_counter()
+    row: dict[str, float] = {"env_steps": math.nan}
+    last_return = math.nan
+    completed = saved = start
+    try:
+        for iteration in range(start + 1, spec.iterations + 1):
+            result = algo.train()
+            completed = iteration
+            row = metrics_row(result, iteration)
+            csv_writer.writerow(row)
+            fh.flush()
+            for key, value in row.items():
+                if key != "iteration" and math.isfinite(value):
+                    writer.add_scalar(key, value, global_step=iteration)
+            per_iter = (time.perf_counter() - t0) / (iteration - start)
+            log(progress_line(row, spec.iterations, per_iter * (spec.iterations - iteration), last_return))
+            if math.isfinite(row["episode_return_mean"]):
+                last_return = row["episode_return_mean"]
+            if iteration % checkpoint_every == 0 or iteration == spec.iterations:
+                _save(algo, run_dir, spec, iteration, row["env_steps"], keep_checkpoints)
+                saved = iteration
+    except KeyboardInterrupt:
+        if completed > saved:  # keep every finished iteration
+            path = _save(algo, run_dir, spec, completed, row["env_steps"], keep_checkpoints)
+            log(f"interrupted: saved {path}; continue with --resume")
+        raise
+    finally:
+        fh.close()
+        writer.close()
+        algo.stop()
+    log(f"done: {run_dir} (final checkpoint {checkpoints(run_dir)[-1][1].name})")
+    return run_dir
