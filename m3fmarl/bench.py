@@ -157,3 +157,54 @@ def machine_info() -> dict[str, Any]:
 
 def rows_as_dicts(rows: list[BenchRow]) -> list[dict[str, Any]]:
     return [asdict(r) | {"speedup_vs_authors": r.speedup} for r in rows]
+
+
+@dataclass
+class TrainBench:
+    algo: str
+    problem: str
+    num_minors: int
+    variant: str
+    train_batch_size: int
+    iterations: int
+    seconds_per_iteration: float  # mean wall time of the measured iterations
+    sampling_s: float  # RLlib's env-runner sampling timer (smoothed over iterations)
+    learner_s: float  # RLlib's learner-update timer (smoothed)
+
+    @property
+    def other_s(self) -> float:
+        return max(0.0, self.seconds_per_iteration - self.sampling_s - self.learner_s)
+
+    @property
+    def env_steps_per_s(self) -> float:
+        return self.train_batch_size / self.seconds_per_iteration
+
+
+def bench_train(algo: str, problem: str, num_minors: int, variant: str = "reference", iterations: int = 3,
+                settings: Any = None) -> TrainBench:
+    """Seconds per training iteration with the algorithm's configured settings (default YAML),
+    after one warm-up iteration, and where the time goes (sampling, learner, other)."""
+    import ray
+
+    from m3fmarl.config import load_algorithm
+    from m3fmarl.train import RunSpec, build_config
+
+    spec = RunSpec(algo, problem, num_minors, variant, seed=0, iterations=iterations)
+    settings = settings or load_algorithm(algo)
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    algo_obj = build_config(spec, settings).build_algo()
+    try:
+        algo_obj.train()  # warm-up: module build, first env reset, JIT-free torch init
+        walls, result = [], {}
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            result = algo_obj.train()
+            walls.append(time.perf_counter() - t0)
+    finally:
+        algo_obj.stop()
+    timers = result.get("timers", {})
+    return TrainBench(algo, spec.problem, num_minors, variant, settings.train_batch_size, iterations,
+                      float(np.mean(walls)), float(timers.get("env_runner_sampling_timer", np.nan)),
+                      float(timers.get("learner_update_timer", np.nan)))

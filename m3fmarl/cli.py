@@ -178,6 +178,23 @@ def cmd_bench_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from m3fmarl.bench import bench_train, machine_info
+
+    b = bench_train(args.algo, args.problem, args.num_minors, args.variant, args.iterations)
+    if args.json:
+        print(json.dumps({"machine": machine_info(), **asdict(b), "other_s": b.other_s,
+                          "env_steps_per_s": b.env_steps_per_s}, indent=1))
+        return 0
+    print(f"bench train: {b.algo} on {b.problem}, N={b.num_minors}, {b.variant}, {b.train_batch_size} env steps "
+          f"per iteration, mean of {b.iterations} iterations after a warm-up")
+    print(f"  {b.seconds_per_iteration:.2f} s/iteration ({_fmt_rate(b.env_steps_per_s)} env steps/s): "
+          f"sampling {b.sampling_s:.2f} s, learner {b.learner_s:.2f} s, other {b.other_s:.2f} s")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Roll out every problem with the fixed P0 policy; print returns and speed; save a picture."""
     import numpy as np
@@ -320,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=1.0, help="minimum timing per row")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_envs)
+
+    p = bsub.add_parser("train", help="seconds per training iteration and where the time goes")
+    p.add_argument("--algo", choices=list(ALGORITHM_BUILDERS), default="m3fppo")
+    p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
+    p.add_argument("--num-minors", type=_positive_int, default=300)
+    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--iterations", type=_positive_int, default=3, help="measured iterations after one warm-up")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_train)
     return parser
 
 

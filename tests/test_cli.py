@@ -74,3 +74,12 @@ def test_envs_lists_every_id() -> None:
     for env_id in ("m3fmarl/TwoGaussians-v0", "m3fmarl/Formation-v0", "m3fmarl/BeachBar-v0",
                    "m3fmarl/Foraging-v0", "m3fmarl/Potential-v0"):
         assert env_id in out.stdout
+
+
+@pytest.mark.slow
+def test_bench_train_smoke() -> None:
+    out = run("bench", "train", "--problem", "potential", "--num-minors", "5", "--iterations", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout[out.stdout.index("{"):])
+    assert res["train_batch_size"] == 24000 and res["seconds_per_iteration"] > 0
+    assert res["sampling_s"] > 0 and res["learner_s"] > 0
