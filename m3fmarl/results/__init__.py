@@ -1,0 +1,1 @@
+"""Results: curves and tables from run directories."""
