@@ -1,0 +1,130 @@
+"""Learning tests: M3FPPO learns on a small problem within a CI budget; M3FA2C trains.
+
+Both go through the real pipeline: ``m3fmarl.train.train`` into ``tmp_path`` (RLlib 2.60, run
+directory, checkpoint), then ``load_policy`` + ``evaluate`` on the final checkpoint (CE,
+stochastic actions), against the fixed policies of ``m3fmarl.rollout.episode_returns``.
+
+Problem choice (measured on 2 cores, Potential, ``reference``, N = 10).  Potential is the cheapest
+problem to learn on: T = 100, a 9-dim observation and a 15-dim action (7 bins × (mean, std) + an
+inert major action), and a large gap between the baselines (≈ −100) and a trained policy (paper
+Table 2: −31 at N = 20).  Beach bar (126-dim action) showed no trend at all in 240 k steps with
+lr 1e-3 and Foraging (788-output head) is twice as slow per step and only edged past uniform in
+60 k steps; 2G and Formation have slow (optimal-transport) simulators.
+
+Settings.  The paper's settings (lr 5e-5, 24 000 steps × 8 epochs of 4 000) are made for 5 000
+iterations.  Here: lr 3e-3, train batch 2 000 = 20 copies × 100 steps (20 whole episodes per
+iteration), minibatch 500, 8 epochs (32 Adam steps per iteration), 80 iterations = 160 k env
+steps; everything else is the reference default (KL loss with β₀ 0.2 / target 0.03, clip 0.2,
+RLlib-1.8 value clip 10, γ 0.99, λ 1).  Training takes ≈ 45–55 s; the whole module took 65 s
+(`pytest tests/test_learning.py`, with another process busy on the 2 cores, load average ≈ 2).
+With 0 env runners a run is deterministic given its seed, so the outcome does not depend on load.
+
+Measured (train seed → evaluated final policy, 1 000 episodes, evaluation seed 1; zero-action
+ξ = 0: −99.88 ± 3.46, uniform: −98.48 ± 3.36, 1 000 episodes each, seed 1):
+
+    train seed 0 (the test): −73.58 ± 2.55   (margins over the CIs: 20.3 vs zero, 19.0 vs uniform)
+    train seed 1:            −71.92 ± 2.54   (22.0, 20.7)
+    train seed 2:            −71.46 ± 2.57   (22.4, 21.1)
+    train seed 3:            −77.37 ± 2.43   (16.6, 15.3)
+    train seed 4:            −71.35 ± 2.44   (22.6, 21.3)
+
+The evaluated return after 20 / 40 / 60 iterations was −90…−98 / −79…−92 / −75…−80 over these
+seeds, so the 80 iterations carry a margin of ≥ 15 over the CI bounds.
+
+M3FA2C: no reliable improvement fits in 1–2 minutes, so the test only checks that it trains
+(finite losses, updated weights, a loadable and evaluable checkpoint).  Tried on Potential N = 10
+(train seeds 0–2, final vs iteration-1 policy, 1 000 evaluation episodes): lr 1e-3 / 3e-3 / 1e-2,
+batches of 400 (20 copies × fragments of 20) and 2 000, up to 1 000 iterations (400 k steps,
+≈ 65 s), grad clip 40 and none, γ 0.9, entropy 0.01.  The best runs gained 13–17 (lr 1e-2,
+seed 0), but other seeds of the same settings stayed flat or got worse by up to 16 (the policy
+saturates), and lr 1e-3 moved by less than the noise in 1 000 iterations.  One gradient step per
+batch with unstandardised advantages (spec §1.5, H3) needs far more updates than this budget;
+the docs' notes on M3FA2C report the same.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from m3fmarl.config import A2CSettings, PPOSettings
+from m3fmarl.evaluate import evaluate, load_policy
+from m3fmarl.rollout import ReturnStats, episode_returns
+from m3fmarl.train import RunSpec, checkpoints, train
+
+pytestmark = pytest.mark.slow
+
+PROBLEM, N, VARIANT = "potential", 10, "reference"
+TRAIN_SEED = 0
+EVAL_SEED = 1
+EPISODES = 1_000  # CI half-width ≈ 2.5–3.5 on Potential at N = 10 (return std ≈ 40–55)
+PPO_ITERATIONS = 80
+PPO_FAST = PPOSettings(lr=3e-3, train_batch_size=2_000, minibatch_size=500, num_epochs=8,
+                       num_envs_per_env_runner=20)
+A2C_ITERATIONS = 5
+A2C_FAST = A2CSettings(lr=1e-3, train_batch_size=400, rollout_fragment_length=20, num_envs_per_env_runner=20)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "progress.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_m3fppo_beats_zero_and_uniform_policies(tmp_path: Path) -> None:
+    spec = RunSpec("m3fppo", PROBLEM, N, VARIANT, seed=TRAIN_SEED, iterations=PPO_ITERATIONS)
+    run = train(spec, tmp_path / "run", settings=PPO_FAST, checkpoint_every=PPO_ITERATIONS, log=lambda _: None)
+    (last, path), = checkpoints(run)
+    assert last == PPO_ITERATIONS
+
+    policy = load_policy(path)
+    assert (policy.problem, policy.variant, policy.num_minors) == (PROBLEM, VARIANT, N)
+    (trained,) = evaluate(policy, episodes=EPISODES, execution="centralized", seed=EVAL_SEED)
+    assert trained.episodes == EPISODES and math.isfinite(trained.mean)
+
+    baselines = {
+        name: ReturnStats.of(episode_returns(PROBLEM, N, EPISODES, variant=VARIANT, policy=name, seed=EVAL_SEED))
+        for name in ("zero", "uniform")
+    }
+    report = f"trained {trained.mean:.2f} ± {trained.ci95:.2f}; " + "; ".join(
+        f"{name} {b.mean:.2f} ± {b.ci95:.2f}" for name, b in baselines.items())
+    print(report)
+    for name, b in baselines.items():
+        assert trained.mean - trained.ci95 > b.mean + b.ci95, f"M3FPPO does not beat {name}: {report}"
+
+
+def test_m3fa2c_trains(tmp_path: Path) -> None:
+    """Smoke test only: M3FA2C's return does not improve reliably within this budget (see the
+    module docstring); it must train, update its weights and leave an evaluable checkpoint."""
+    spec = RunSpec("m3fa2c", PROBLEM, N, VARIANT, seed=TRAIN_SEED, iterations=A2C_ITERATIONS)
+    run = train(spec, tmp_path / "run", settings=A2C_FAST, checkpoint_every=1, keep_checkpoints=A2C_ITERATIONS,
+                log=lambda _: None)
+    progress = rows(run)
+    assert [int(r["iteration"]) for r in progress] == list(range(1, A2C_ITERATIONS + 1))
+    assert [float(r["env_steps"]) for r in progress] == [400.0 * i for i in range(1, A2C_ITERATIONS + 1)]
+    for r in progress:
+        assert math.isfinite(float(r["vf_loss"])) and math.isfinite(float(r["policy_loss"])), r
+    done = checkpoints(run)
+    assert [i for i, _ in done] == list(range(1, A2C_ITERATIONS + 1))
+
+    first, final = load_policy(done[0][1]), load_policy(done[-1][1])
+    w_first = torch.cat([p.detach().flatten() for p in first.module.parameters()])
+    w_final = torch.cat([p.detach().flatten() for p in final.module.parameters()])
+    assert w_first.shape == w_final.shape and torch.isfinite(w_final).all()
+    assert not torch.equal(w_first, w_final), "M3FA2C did not update its weights"
+
+    (res,) = evaluate(final, episodes=100, seed=EVAL_SEED)
+    assert res.episodes == 100 and np.isfinite(res.returns).all()
