@@ -180,7 +180,7 @@ def load_policy(checkpoint: str | Path) -> Policy:
     Raises:
         ValueError: the path does not exist, or is not an Algorithm checkpoint of an m3fmarl env.
     """
-    path = Path(checkpoint).expanduser()
+    path = Path(checkpoint).expanduser().resolve()  # RLlib needs absolute paths
     if not path.exists():
         raise ValueError(f"checkpoint {str(path)!r} does not exist; expected {_EXPECTED}")
     if not path.is_dir():

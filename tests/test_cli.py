@@ -60,12 +60,24 @@ def test_rollout_reports_mean_and_ci() -> None:
 
 
 def test_demo_prints_every_problem_and_writes_a_picture(tmp_path: Path) -> None:
-    out = run("demo", "--episodes", "2", "--num-minors", "4", "--out", str(tmp_path))
+    out = run("demo", "--episodes", "2", "--num-minors", "4", "--out", str(tmp_path), "--train-iterations", "0")
     assert out.returncode == 0, out.stderr
     for name in PROBLEM_NAMES:
         assert name in out.stdout
     png = tmp_path / "demo_episode.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_plots(tmp_path: Path) -> None:
+    out = run("demo", "--episodes", "2", "--num-minors", "4", "--out", str(tmp_path), "--train-iterations", "2",
+              "--eval-episodes", "20")
+    assert out.returncode == 0, out.stderr
+    assert "iter 2/2" in out.stdout and "M3FPPO (trained, stochastic)" in out.stdout
+    assert "zero decision rule" in out.stdout and "uniform-random actions" in out.stdout
+    curve = tmp_path / "learning_curve.png"
+    assert curve.exists() and curve.read_bytes()[:4] == b"\x89PNG"
+    assert len(list((tmp_path / "runs").iterdir())) == 1
 
 
 def test_envs_lists_every_id() -> None:

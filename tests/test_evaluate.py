@@ -10,6 +10,7 @@ is started once for the module (an Algorithm cannot be built without it: ``EnvRu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +258,12 @@ def test_sampling_is_rllib_env_runner_sampling(trained) -> None:
     xi, major = pol.sample(obs)
     np.testing.assert_array_equal(xi, runner_xi)
     np.testing.assert_array_equal(major, runner_major)
+
+
+@pytest.mark.slow
+def test_relative_checkpoint_path_loads(monkeypatch, trained) -> None:
+    """A checkpoint given relative to the working directory loads (RLlib wants absolute URIs)."""
+    _, ckpt = trained["beach-bar"]
+    monkeypatch.chdir(Path(ckpt).parent)
+    policy = load_policy(Path(ckpt).name)
+    assert policy.problem == "beach-bar" and policy.checkpoint == Path(ckpt).resolve()
