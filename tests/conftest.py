@@ -27,3 +27,21 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"../shared not found next to the repo ({SHARED}); the golden data lives there")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray (2 CPUs, no dashboard) for one test module; shut down after it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def progress_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run directory's progress.csv."""
+    import csv
+
+    with open(run_dir / "progress.csv", newline="") as fh:
+        return list(csv.DictReader(fh))

@@ -44,7 +44,6 @@ the docs' notes on M3FA2C report the same.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -56,6 +55,8 @@ from m3fmarl.config import A2CSettings, PPOSettings
 from m3fmarl.evaluate import evaluate, load_policy
 from m3fmarl.rollout import ReturnStats, episode_returns
 from m3fmarl.train import RunSpec, checkpoints, train
+
+from .conftest import progress_rows
 
 pytestmark = pytest.mark.slow
 
@@ -71,17 +72,8 @@ A2C_FAST = A2CSettings(lr=1e-3, train_batch_size=400, rollout_fragment_length=20
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def _ray(ray_session):
     yield
-    ray.shutdown()
-
-
-def rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "progress.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_m3fppo_beats_zero_and_uniform_policies(tmp_path: Path) -> None:
@@ -112,7 +104,7 @@ def test_m3fa2c_trains(tmp_path: Path) -> None:
     spec = RunSpec("m3fa2c", PROBLEM, N, VARIANT, seed=TRAIN_SEED, iterations=A2C_ITERATIONS)
     run = train(spec, tmp_path / "run", settings=A2C_FAST, checkpoint_every=1, keep_checkpoints=A2C_ITERATIONS,
                 log=lambda _: None)
-    progress = rows(run)
+    progress = progress_rows(run)
     assert [int(r["iteration"]) for r in progress] == list(range(1, A2C_ITERATIONS + 1))
     assert [float(r["env_steps"]) for r in progress] == [400.0 * i for i in range(1, A2C_ITERATIONS + 1)]
     for r in progress:

@@ -22,7 +22,6 @@ pytest.importorskip("ray.rllib")
 torch = pytest.importorskip("torch")
 
 import gymnasium as gym  # noqa: E402
-import ray  # noqa: E402
 from ray.rllib.core.columns import Columns  # noqa: E402
 
 import m3fmarl.algorithms as algorithms  # noqa: E402
@@ -229,14 +228,12 @@ def test_learner_refuses_non_a2c_settings() -> None:
 
 
 @pytest.fixture(scope="module")
-def algo():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def algo(ray_session):
     algorithm = m3fa2c_config("beach-bar", 5, seed=3, **TINY).build_algo()
     try:
         yield algorithm
     finally:
         algorithm.stop()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("ray.rllib")
 torch = pytest.importorskip("torch")
 
-import ray  # noqa: E402
 from ray.rllib.core.columns import Columns  # noqa: E402
 
 from ray.rllib.algorithms.algorithm import Algorithm  # noqa: E402
@@ -136,14 +135,12 @@ def test_module_is_the_reference_network() -> None:
 
 
 @pytest.fixture(scope="module")
-def algo():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def algo(ray_session):
     algorithm = m3fppo_config("beach-bar", 5, seed=3, **TINY).build_algo()
     try:
         yield algorithm
     finally:
         algorithm.stop()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ same seed ⇒ same first iterations.  Real RLlib, tiny batches."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -17,6 +16,8 @@ import pytest
 from m3fmarl.config import PPOSettings
 from m3fmarl.train import RunError, RunSpec, checkpoints, train
 
+from .conftest import progress_rows
+
 pytestmark = pytest.mark.slow
 
 TINY = PPOSettings(train_batch_size=400, minibatch_size=200, num_epochs=1, num_envs_per_env_runner=4)
@@ -24,17 +25,8 @@ TINY_YAML = "\n".join(f"{k}: {json.dumps(v)}" for k, v in vars(TINY).items()) + 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def _ray(ray_session):
     yield
-    ray.shutdown()
-
-
-def rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "progress.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_run_directory_records_everything(tmp_path: Path) -> None:
@@ -47,7 +39,7 @@ def test_run_directory_records_everything(tmp_path: Path) -> None:
     assert len(record["git"]["sha"] or "") == 40 and isinstance(record["git"]["dirty"], bool)
     assert record["versions"]["ray"] == "2.60.0" and record["versions"]["torch"].startswith("2.13.0")
     assert "train_batch_size: 400" in (run / "config.yaml").read_text()
-    progress = rows(run)
+    progress = progress_rows(run)
     assert [int(r["iteration"]) for r in progress] == [1, 2, 3]
     assert [float(r["env_steps"]) for r in progress] == [400.0, 800.0, 1200.0]
     assert any((run / "tb").glob("events.out.tfevents.*"))
@@ -74,9 +66,9 @@ def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
 
 def test_same_seed_same_first_iterations(tmp_path: Path) -> None:
     spec = RunSpec("m3fppo", "beach-bar", 5, seed=7, iterations=2)
-    a = rows(train(spec, tmp_path / "a", settings=TINY, log=lambda _: None))
-    b = rows(train(spec, tmp_path / "b", settings=TINY, log=lambda _: None))
-    c = rows(train(RunSpec("m3fppo", "beach-bar", 5, seed=8, iterations=2), tmp_path / "c", settings=TINY,
+    a = progress_rows(train(spec, tmp_path / "a", settings=TINY, log=lambda _: None))
+    b = progress_rows(train(spec, tmp_path / "b", settings=TINY, log=lambda _: None))
+    c = progress_rows(train(RunSpec("m3fppo", "beach-bar", 5, seed=8, iterations=2), tmp_path / "c", settings=TINY,
                    log=lambda _: None))
     keys = ["episode_return_mean", "vf_loss", "policy_loss", "mean_kl"]
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
@@ -110,7 +102,7 @@ def test_resume_continues_a_killed_run(tmp_path: Path) -> None:
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resumed {out} from iteration {last_ckpt}" in done.stdout
-    progress = rows(out)
+    progress = progress_rows(out)
     assert [int(r["iteration"]) for r in progress] == list(range(1, last_ckpt + 4))
     steps = [float(r["env_steps"]) for r in progress]
     assert steps == [400.0 * i for i in range(1, last_ckpt + 4)]
