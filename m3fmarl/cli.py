@@ -383,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive_int, default=3, help="measured iterations after one warm-up")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_train)
+
+    from m3fmarl.sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 

@@ -1,0 +1,479 @@
+"""``m3fmarl sweep``: run an experiment definition's trials on Ray Tune, or one trial alone.
+
+Layout of a sweep directory (``--out``)::
+
+    sweep.json                       the experiment, budget and resolved trial list (the ledger)
+    trials/<problem>__<algo>__N<N>__s<seed>/
+        run.json config.yaml progress.csv tb/ checkpoints/   exactly as `m3fmarl train` writes
+        evaluation.json              written last, atomically: the trial is finished iff it exists
+                                     and matches the trial's training length and evaluation
+    logs/<trial>.log                 the trial's progress lines (one "start" line per attempt)
+    tune/attempt-K/                  Ray Tune's own experiment state of the K-th invocation
+    summary.csv                      one row per trial and evaluation cell, after every invocation
+
+Every trial is a Tune function trainable asking for ``cpus`` CPUs (1 for M3FPPO/M3FA2C, which
+sample in the driver), so Tune packs as many trials as the cluster has CPUs.  A trial that
+raises is restarted up to ``--max-failures`` times; it then continues from its newest
+checkpoint, because the trainable always resumes a run directory that already exists.  Trials
+that still fail are listed at the end with their error and the command exits 1.
+
+``--resume`` after a crash or a kill: finished trials are kept untouched and not rerun;
+unfinished ones continue from their newest complete checkpoint.  ``--list`` and
+``--trial-index I`` run one trial without Tune (``slurm/array.sh``) into the same layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from m3fmarl.experiments import BUDGETS, Sweep, Trial, evaluation_request, load_experiment
+
+LEDGER = "sweep.json"
+EVAL_FILE = "evaluation.json"
+
+
+class SweepError(ValueError):
+    """A bad sweep directory or request (one line, exit 2)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep directory
+# ----------------------------------------------------------------------------------------------
+
+
+def trial_dir(out: Path, trial: Trial) -> Path:
+    return out / "trials" / trial.name
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_evaluation(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / EVAL_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_finished(out: Path, trial: Trial) -> bool:
+    """True iff the trial's run directory holds the evaluation this trial asks for."""
+    ev = read_evaluation(trial_dir(out, trial))
+    return (ev is not None and ev.get("iterations") == trial.iterations
+            and ev.get("request") == evaluation_request(trial))
+
+
+def check_ledger(out: Path, sweep: Sweep, resume: bool, create: bool) -> None:
+    """Refuse to mix sweeps in one directory; create the ledger if ``create``."""
+    ledger = out / LEDGER
+    if ledger.exists():
+        try:
+            stored = json.loads(ledger.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SweepError(f"{ledger}: unreadable ({err}); choose another --out") from None
+        if (stored.get("experiment"), stored.get("budget")) != (sweep.id, sweep.budget):
+            raise SweepError(f"{out} holds the sweep {stored.get('experiment')} ({stored.get('budget')} budget), "
+                             f"not {sweep.id} ({sweep.budget}); choose another --out")
+        if not resume:
+            raise SweepError(f"{out} already holds this sweep; pass --resume to continue it "
+                             "(finished trials are kept) or choose another --out")
+        stored_trials = {t["name"]: t for t in stored.get("trials", [])}
+        for trial in sweep.trials:
+            old = stored_trials.get(trial.name)
+            if old is not None and old["settings"] != asdict(trial.settings):
+                raise SweepError(f"{out}: trial {trial.name} was started with other settings than "
+                                 f"{sweep.path.name} now gives; choose another --out")
+    elif resume and not create:
+        raise SweepError(f"--resume: no sweep to resume in {out} (no {LEDGER})")
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(ledger, json.dumps({**sweep.to_dict(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                                         indent=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# one trial (shared by the Tune trainable and --trial-index)
+# ----------------------------------------------------------------------------------------------
+
+
+def _last_row(run_dir: Path) -> dict[str, str] | None:
+    try:
+        with open(run_dir / "progress.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return None
+    return rows[-1] if rows else None
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: Any = None,
+              echo: bool = False) -> dict[str, Any]:
+    """Train and evaluate ``trial`` into ``<out>/trials/<name>``; resume what is there.
+
+    ``report(metrics)`` is called after every iteration and once at the end (Tune's report).
+    Returns the final metrics.
+    """
+    from m3fmarl.train import RUN_FILE, RunSpec, checkpoints, read_run, train
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    run_dir = trial_dir(out, trial)
+    log_dir = out / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_fh = open(log_dir / f"{trial.name}.log", "a")
+
+    def log(line: str) -> None:
+        log_fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        log_fh.flush()
+        if echo:
+            print(line, flush=True)
+        if report is not None and line.startswith("iter "):
+            row = _last_row(run_dir)
+            if row is not None:
+                report({"iteration": int(row["iteration"]), "env_steps": _float(row["env_steps"]),
+                        "episode_return_mean": _float(row["episode_return_mean"]), "finished": False})
+
+    try:
+        log(f"start {trial.name} (pid {os.getpid()}, host {os.uname().nodename})")
+        if is_finished(out, trial):
+            log("already finished; nothing to do")
+        else:
+            resume = (run_dir / RUN_FILE).exists()
+            if resume:
+                stored = read_run(run_dir)
+                if stored.get("settings") != asdict(trial.settings):
+                    raise SweepError(f"{run_dir} holds a run with other settings; choose another --out")
+            spec = RunSpec(trial.algo, trial.problem, trial.num_minors, trial.variant, trial.seed, trial.iterations)
+            train(spec, run_dir, settings=trial.settings, resume=resume, checkpoint_every=checkpoint_every,
+                  argv=["m3fmarl", "sweep", f"trial={trial.name}"], log=log)
+            final = checkpoints(run_dir)[-1]
+            if final[0] != trial.iterations:
+                raise SweepError(f"{run_dir}: newest checkpoint is iteration {final[0]}, expected {trial.iterations}")
+            _evaluate(trial, run_dir, final[1], log)
+        ev = read_evaluation(run_dir) or {}
+        row = _last_row(run_dir) or {}
+        first = (ev.get("results") or [{}])[0]
+        metrics = {"iteration": int(row.get("iteration", trial.iterations)), "env_steps": _float(row.get("env_steps")),
+                   "episode_return_mean": _float(row.get("episode_return_mean")), "finished": True,
+                   "eval_mean": _float(first.get("mean")), "eval_ci95": _float(first.get("ci95"))}
+        log(f"finished: evaluation {metrics['eval_mean']:.2f} ± {metrics['eval_ci95']:.2f}")
+        if report is not None:
+            report(metrics)
+        return metrics
+    except BaseException as err:
+        log(f"failed: {type(err).__name__}: {err}")
+        raise
+    finally:
+        log_fh.close()
+
+
+def _evaluate(trial: Trial, run_dir: Path, checkpoint: Path, log: Any) -> None:
+    """The trial's evaluation cells → ``evaluation.json`` (atomically, last)."""
+    if trial.algo not in ("m3fppo", "m3fa2c"):
+        raise SweepError(f"evaluation of {trial.algo} runs is not available in m3fmarl.evaluate yet")
+    from m3fmarl.evaluate import evaluate, load_policy
+
+    request = evaluation_request(trial)
+    policy = load_policy(checkpoint)
+    t0 = time.perf_counter()
+    results = []
+    for execution in request["executions"]:
+        for r in evaluate(policy, num_minors=request["num_minors"], episodes=request["episodes"],
+                          execution=execution, seed=request["seed"]):
+            results.append(r.to_dict())
+            log(f"eval N={r.num_minors} {execution}: {r.mean:.2f} ± {r.ci95:.2f} ({r.episodes} episodes)")
+    record = {"trial": trial.name, "iterations": trial.iterations, "checkpoint": checkpoint.name,
+              "request": request, "results": results, "seconds": time.perf_counter() - t0,
+              "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _write_atomic(run_dir / EVAL_FILE, json.dumps(record, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray Tune
+# ----------------------------------------------------------------------------------------------
+
+
+def _tune_trainable(config: dict[str, Any], trials: dict[str, Trial], out: str, checkpoint_every: int) -> None:
+    from ray import tune
+
+    run_trial(trials[config["trial"]], Path(out), checkpoint_every=checkpoint_every, report=tune.report)
+
+
+def _fmt(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, float) and math.isfinite(x) else "-"
+
+
+def _fmt_steps(x: float) -> str:
+    if not math.isfinite(x):
+        return "-"
+    return f"{x / 1e6:.1f}M" if x >= 1e6 else f"{x / 1e3:.0f}k" if x >= 1e3 else f"{x:.0f}"
+
+
+class ProgressTable:
+    """A compact live table of the sweep, printed at most every ``every`` seconds and on every
+    trial start, finish and failure."""
+
+    def __init__(self, sweep: Sweep, kept: list[str], every: float, stream: Any = None):
+        self.sweep = sweep
+        self.every = every
+        self.stream = stream or sys.stdout
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.state: dict[str, dict[str, Any]] = {t.name: {"status": "pending"} for t in sweep.trials}
+        for name in kept:
+            self.state[name] = {"status": "kept"}
+        self.attempts: dict[str, int] = {}
+
+    def update(self, name: str, status: str | None = None, result: dict[str, Any] | None = None) -> None:
+        st = self.state.setdefault(name, {"status": "pending"})
+        if status is not None:
+            st["status"] = status
+        if result:
+            st.update({k: result[k] for k in ("iteration", "env_steps", "episode_return_mean", "eval_mean")
+                       if k in result})
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for st in self.state.values():
+            out[st["status"]] = out.get(st["status"], 0) + 1
+        return out
+
+    def print(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        its = {t.name: t.iterations for t in self.sweep.trials}
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts().items()))
+        lines = [f"[sweep {self.sweep.id}/{self.sweep.budget} {_elapsed(now - self.t0)}] {counts}"]
+        lines.append(f"  {'trial':<40} {'status':<10} {'iter':>11} {'env steps':>9} {'return':>9} {'eval':>9}")
+        for name, st in self.state.items():
+            if st["status"] == "pending" and len(self.state) > 12:
+                continue
+            it = st.get("iteration")
+            lines.append(f"  {name:<40} {st['status']:<10} {(f'{it}/{its[name]}' if it else '-'):>11} "
+                         f"{_fmt_steps(st.get('env_steps', math.nan)):>9} "
+                         f"{_fmt(st.get('episode_return_mean', math.nan)):>9} {_fmt(st.get('eval_mean', math.nan)):>9}")
+        print("\n".join(lines), file=self.stream, flush=True)
+
+
+def _elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _make_callback(table: ProgressTable) -> Any:
+    from ray import tune
+
+    def event(name: str, what: str) -> None:
+        c = table.counts()
+        done = c.get("finished", 0) + c.get("kept", 0)
+        print(f"[{_elapsed(time.monotonic() - table.t0)}] {what} {name} ({done}/{len(table.state)} finished, "
+              f"{c.get('FAILED', 0)} failed)", file=table.stream, flush=True)
+
+    class _Progress(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+            name = trial.config["trial"]
+            table.attempts[name] = table.attempts.get(name, 0) + 1
+            n = table.attempts[name]
+            table.update(name, "running" if n == 1 else f"retry {n - 1}")
+            event(name, "started" if n == 1 else f"restarted (retry {n - 1})")
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            table.update(trial.config["trial"], None, result)
+            table.print()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            name = trial.config["trial"]
+            table.update(name, "finished", trial.last_result)
+            ev = table.state[name].get("eval_mean", math.nan)
+            event(name, f"finished (eval {_fmt(ev, 2)})")
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            name = trial.config["trial"]
+            table.update(name, "FAILED")
+            event(name, "FAILED after all retries:")
+
+        def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+            table.print()
+
+    return _Progress()
+
+
+def _init_ray(address: str | None, cpus: int | None) -> None:
+    import ray
+
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if address:
+        # An existing cluster (or a Ray Jobs driver): keep the job's runtime env (working_dir).
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    else:
+        ray.init(num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", runtime_env={"env_vars": env})
+
+
+def run_sweep(sweep: Sweep, out: Path, *, address: str | None = None, cpus: int | None = None,
+              max_failures: int = 2, checkpoint_every: int = 10, report_every: float = 10.0) -> int:
+    """Run every unfinished trial of ``sweep`` on Ray Tune; returns the exit status (0 all done)."""
+    import ray
+    from ray import tune
+
+    out = out.resolve()
+    kept = [t.name for t in sweep.trials if is_finished(out, t)]
+    todo = [t for t in sweep.trials if t.name not in kept]
+    steps = sum(t.env_steps for t in sweep.trials)
+    print(f"sweep {sweep.id} ({sweep.budget} budget): {len(sweep.trials)} trials, {_fmt_steps(steps)} env steps "
+          f"in all; {len(kept)} finished (kept), {len(todo)} to run -> {out}", flush=True)
+    table = ProgressTable(sweep, kept, report_every)
+    if todo:
+        _init_ray(address, cpus)
+        try:
+            resources = ray.cluster_resources()
+            print(f"ray: {int(resources.get('CPU', 0))} CPUs on {len([n for n in ray.nodes() if n['Alive']])} "
+                  f"node(s); {max(t.cpus for t in todo)} CPU per trial; max_failures={max_failures}", flush=True)
+            attempt = 1 + len(list((out / "tune").glob("attempt-*")))
+            trials = {t.name: t for t in todo}
+            trainable = tune.with_resources(
+                tune.with_parameters(_tune_trainable, trials=trials, out=str(out), checkpoint_every=checkpoint_every),
+                lambda config: {"cpu": trials[config["trial"]].cpus},
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"trial": tune.grid_search(list(trials))},
+                tune_config=tune.TuneConfig(trial_name_creator=lambda t: t.config["trial"],
+                                            trial_dirname_creator=lambda t: t.config["trial"]),
+                run_config=tune.RunConfig(
+                    name=f"attempt-{attempt}", storage_path=str(out / "tune"), verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=max_failures),
+                    callbacks=[_make_callback(table)],
+                ),
+            )
+            grid = tuner.fit()
+            errors = {r.config["trial"]: r.error for r in grid if r.error is not None}
+        finally:
+            ray.shutdown()
+    else:
+        errors = {}
+    return _finish(sweep, out, table, errors)
+
+
+def _finish(sweep: Sweep, out: Path, table: ProgressTable, errors: dict[str, Any]) -> int:
+    rows = []
+    missing = []
+    for t in sweep.trials:
+        ev = read_evaluation(trial_dir(out, t)) if is_finished(out, t) else None
+        if ev is None:
+            missing.append(t.name)
+            table.update(t.name, "FAILED" if t.name in errors else "unfinished")
+            continue
+        table.update(t.name, table.state[t.name]["status"] if table.state[t.name]["status"] == "kept" else "finished")
+        for r in ev["results"]:
+            rows.append({"trial": t.name, "problem": t.problem, "algo": t.algo, "train_num_minors": t.num_minors,
+                         "seed": t.seed, "iterations": t.iterations, "env_steps": t.env_steps,
+                         "eval_num_minors": r["num_minors"], "execution": r["execution"], "episodes": r["episodes"],
+                         "mean": r["mean"], "ci95": r["ci95"]})
+    if rows:
+        with open(out / "summary.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    table.print(force=True)
+    if not missing:
+        print(f"sweep {sweep.id}: all {len(sweep.trials)} trials finished; results in {out}/summary.csv", flush=True)
+        return 0
+    print(f"sweep {sweep.id}: {len(missing)} of {len(sweep.trials)} trials not finished:", file=sys.stderr)
+    for name in missing:
+        err = errors.get(name)
+        why = f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}" if err is not None else "not run"
+        print(f"  {name}: {why} (log: {out}/logs/{name}.log)", file=sys.stderr)
+    print(f"rerun with --resume to retry them (finished trials are kept): m3fmarl sweep {sweep.path} "
+          f"--budget {sweep.budget} --out {out} --resume", file=sys.stderr, flush=True)
+    return 1
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    sweep = load_experiment(args.experiment, args.budget)
+    out = Path(args.out) if args.out else Path("results") / "sweeps" / f"{sweep.id}-{sweep.budget}"
+    if args.list:
+        print(f"# {sweep.id} ({sweep.budget} budget): {len(sweep.trials)} trials; index name iterations env_steps "
+              f"cpus status")
+        for i, t in enumerate(sweep.trials):
+            status = "finished" if is_finished(out, t) else "todo"
+            print(f"{i} {t.name} {t.iterations} {t.env_steps} {t.cpus} {status}")
+        return 0
+    if args.trial_index is not None:
+        if not 0 <= args.trial_index < len(sweep.trials):
+            raise SweepError(f"--trial-index {args.trial_index} out of range; {sweep.path.name} ({sweep.budget}) "
+                             f"has trials 0..{len(sweep.trials) - 1}")
+        check_ledger(out, sweep, resume=True, create=True)
+        trial = sweep.trials[args.trial_index]
+        print(f"trial {args.trial_index}/{len(sweep.trials)}: {trial.name}, {trial.iterations} iterations x "
+              f"{trial.settings.train_batch_size} env steps -> {trial_dir(out.resolve(), trial)}", flush=True)
+        m = run_trial(trial, out.resolve(), checkpoint_every=args.checkpoint_every, echo=True)
+        print(f"trial {trial.name}: finished, evaluation {m['eval_mean']:.2f} ± {m['eval_ci95']:.2f}", flush=True)
+        return 0
+    check_ledger(out, sweep, resume=args.resume, create=False)
+    check_ledger(out, sweep, resume=True, create=True)
+    return run_sweep(sweep, out, address=args.address, cpus=args.cpus, max_failures=args.max_failures,
+                     checkpoint_every=args.checkpoint_every, report_every=args.report_every)
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _nonneg_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def add_parser(sub: Any) -> None:
+    """The ``sweep`` subcommand."""
+    p = sub.add_parser("sweep", help="run an experiment definition (problems x algorithms x N x seeds) on Ray Tune")
+    p.add_argument("experiment", help="experiment file, e.g. experiments/table2.yaml")
+    p.add_argument("--budget", choices=BUDGETS, default="paper",
+                   help="smoke (minutes), reduced (one machine) or paper (full length; default)")
+    p.add_argument("--out", help="sweep directory (default results/sweeps/<id>-<budget>)")
+    p.add_argument("--address", help="Ray cluster to use: auto, host:port or ray://host:port (default: start a "
+                                     "local Ray with this machine's CPUs)")
+    p.add_argument("--cpus", type=_nonneg_int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --out: keep finished trials, resume the others from checkpoints")
+    p.add_argument("--max-failures", type=_nonneg_int, default=2, help="retries of a failing trial (default 2)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=10, help="iterations between checkpoints")
+    p.add_argument("--report-every", type=float, default=30.0, help="seconds between progress tables (default 30)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true", help="list the trials with their index and status, run nothing")
+    mode.add_argument("--trial-index", type=_nonneg_int,
+                      help="run only trial I, in this process without Ray Tune (Slurm array mode)")
+    p.set_defaults(func=cmd_sweep)
