@@ -36,4 +36,14 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["ENV_IDS", "__version__"]
+
+def parallel_env(problem: str, num_minors: int = 20, variant: str = "paper", render_mode: str | None = None,
+                 **switches: object) -> object:
+    """PettingZoo ``ParallelEnv`` of ``problem``'s multi-agent view (agents ``major``,
+    ``minor_0 … minor_{N-1}``; 2G has no major).  See :mod:`m3fmarl.multiagent.envs`."""
+    from m3fmarl.multiagent.envs import parallel_env as make
+
+    return make(problem, num_minors, variant, render_mode, **switches)
+
+
+__all__ = ["ENV_IDS", "__version__", "parallel_env"]

@@ -119,15 +119,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not done:
             raise UsageError(f"{path}: run directory without a complete checkpoint")
         path = done[-1][1]
-    policy = load_policy(path)
-    executions = ["centralized", "decentralized"] if args.execution == "both" else [args.execution]
+    from marl_baselines.evaluate import EXECUTION, evaluate_marl, is_marl_checkpoint, load_marl_policy
+
+    marl = is_marl_checkpoint(path)
+    if marl:
+        if args.execution not in (None, EXECUTION):
+            raise UsageError(f"--execution {args.execution} applies to M3FPPO/M3FA2C policies; IPPO/MAPPO agents "
+                             f"always act on their own observations (execution {EXECUTION})")
+        policy = load_marl_policy(path)
+        executions = [EXECUTION]
+    else:
+        if args.execution == EXECUTION:
+            raise UsageError(f"--execution {EXECUTION} is for IPPO/MAPPO checkpoints; use centralized, "
+                             "decentralized or both")
+        policy = load_policy(path)
+        execution = args.execution or "centralized"
+        executions = ["centralized", "decentralized"] if execution == "both" else [execution]
     results = []
     if not args.json:
         print(f"evaluate {path} ({policy.problem}, trained at N={policy.num_minors}, {policy.variant})")
         print(f"{'execution':<14} {'N':>5} {'episodes':>9} {'mean':>12} {'std':>10} {'ci95':>9}")
     for execution in executions:
-        for res in evaluate(policy, num_minors=args.num_minors, episodes=args.episodes, execution=execution,
-                            seed=args.seed):
+        if marl:
+            rows = evaluate_marl(policy, num_minors=args.num_minors, episodes=args.episodes, seed=args.seed)
+        else:
+            rows = evaluate(policy, num_minors=args.num_minors, episodes=args.episodes, execution=execution,
+                            seed=args.seed)
+        for res in rows:
             results.append(res.to_dict())
             if not args.json:
                 print(f"{execution:<14} {res.num_minors:>5} {res.episodes:>9} {res.mean:>12.2f} {res.std:>10.2f} "
@@ -331,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from m3fmarl.train import ALGORITHM_BUILDERS
 
-    p = sub.add_parser("train", help="train M3FPPO/M3FA2C on one problem (run directory, checkpoints, --resume)")
+    p = sub.add_parser("train", help="train M3FPPO/M3FA2C/IPPO/MAPPO on one problem (run directory, checkpoints, --resume)")
     p.add_argument("--algo", choices=list(ALGORITHM_BUILDERS), required=True)
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
     p.add_argument("--num-minors", type=_positive_int, required=True, help="N of the training system")
@@ -350,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a checkpoint directory or a run directory (newest checkpoint)")
     p.add_argument("--num-minors", type=_positive_int, nargs="+", help="N values (default: the training N)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per N (default per problem: 100/300/500)")
-    p.add_argument("--execution", choices=("centralized", "decentralized", "both"), default="centralized")
+    p.add_argument("--execution", choices=("centralized", "decentralized", "both", "multi-agent"), default=None,
+                   help="M3F policies: centralized (default), decentralized or both; IPPO/MAPPO: multi-agent")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

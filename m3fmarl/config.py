@@ -204,7 +204,9 @@ class A2CSettings:
         }
 
 
-ALGORITHM_SETTINGS: dict[str, type] = {"m3fppo": PPOSettings, "m3fa2c": A2CSettings}
+ALGORITHM_SETTINGS: dict[str, type] = {
+    "m3fppo": PPOSettings, "m3fa2c": A2CSettings, "ippo": PPOSettings, "mappo": PPOSettings,
+}
 """Algorithm name → its settings dataclass (``configs/algorithms/<name>.yaml``)."""
 
 

@@ -41,6 +41,8 @@ from m3fmarl.problems.core import check_choice, check_num_minors
 ALGORITHM_BUILDERS: dict[str, str] = {
     "m3fppo": "m3fmarl.algorithms.m3fppo:m3fppo_config",
     "m3fa2c": "m3fmarl.algorithms.m3fa2c:m3fa2c_config",
+    "ippo": "marl_baselines.ppo:ippo_config",
+    "mappo": "marl_baselines.ppo:mappo_config",
 }
 """Algorithm name → ``module:function`` returning its RLlib AlgorithmConfig."""
 
@@ -201,7 +203,9 @@ def _get(d: dict, *keys: str, default: float = math.nan) -> float:
 
 def metrics_row(result: dict[str, Any], iteration: int) -> dict[str, float]:
     """The progress.csv row of one RLlib result dict."""
-    learner = result.get("learners", {}).get("default_policy", {})
+    learners = result.get("learners", {})
+    # single-agent runs: "default_policy"; IPPO/MAPPO: the shared minor policy's statistics
+    learner = learners.get("default_policy", learners.get("minor", {}))
     runners = result.get("env_runners", {})
     t_iter = _get(result, "time_this_iter_s")
     sampled = _get(runners, "num_env_steps_sampled")

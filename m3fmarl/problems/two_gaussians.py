@@ -105,6 +105,9 @@ class TwoGaussiansSwitches(Switches):
     (both presets), a one-hot ``clock`` of t mod 50 instead, or ``both``."""
     obs_scale: float = 10.0
     """S6: factor on the M3FC histogram layers (10 in both presets)."""
+    marl_hist_scale: float = 10.0
+    """M3: factor on the histogram layers of the multi-agent observation; paper 10 ("the same
+    observations as in M3FMARL"), reference 1."""
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         **Switches.CHOICES,
@@ -118,8 +121,10 @@ class TwoGaussiansSwitches(Switches):
         k = self.num_target_samples
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"num_target_samples: need an integer >= 1, got {k!r}")
-        if not (math.isfinite(self.obs_scale) and self.obs_scale > 0):
-            raise ValueError(f"obs_scale: need a finite number > 0, got {self.obs_scale!r}")
+        for name in ("obs_scale", "marl_hist_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: need a finite number > 0, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,6 +193,7 @@ class TwoGaussians(Problem[TwoGaussiansState]):
             de_decode="reference_mismatch",
             noise_std=REFERENCE_NOISE_STD,
             num_target_samples=100,
+            marl_hist_scale=1.0,
         ),
     }
     switches: TwoGaussiansSwitches

@@ -1,0 +1,289 @@
+"""IPPO and MAPPO on the multi-agent view, on RLlib 2.60's new API stack (spec/experiments.md
+§1.1, §1.6, §1.7, §1.10).
+
+* Policies: ``major`` (the major agent) and ``minor`` (shared by all minors); 2G: ``minor`` only
+  (spec §1.6).  Both are :class:`~m3fmarl.algorithms.m3fppo.M3FPPOTorchRLModule` (separate 256-256
+  tanh actor and critic, normc init); MAPPO swaps the critic for :class:`MAPPOTorchRLModule`'s
+  centralised one.
+* Learner: :class:`~m3fmarl.algorithms.m3fppo.M3FPPOTorchLearner` (RLlib-1.8 value clip, mean-KL
+  adaptive coefficient, KL coefficients checkpointed), trained **per policy**: one
+  ``LearnerGroup.update`` per module with its own ``num_epochs`` passes of ``minibatch_size``
+  rows (hazard H2 — RLlib's joint multi-agent iterator would give the major policy ~N× more
+  epochs than the minor policy).
+* Sampling: :class:`marl_baselines.sampler.BatchedSampler` in the driver, with the learner's own
+  modules (no weight sync needed); ``train_batch_size`` counts env (joint) steps (H5).
+* Algorithm: :class:`MARLPPO`, RLlib's PPO with this ``training_step``; checkpoints, restore and
+  metrics are RLlib's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    EPISODE_RETURN_MAX,
+    EPISODE_RETURN_MEAN,
+    EPISODE_RETURN_MIN,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_AGENT_STEPS_SAMPLED,
+    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_SAMPLED,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_EPISODES,
+    NUM_EPISODES_LIFETIME,
+    TIMERS,
+)
+
+from m3fmarl.algorithms.m3fppo import (
+    KL_SETTINGS,
+    KL_STAT_KEY,
+    STANDARDIZE_KEY,
+    VF_CLIP_KEY,
+    M3FPPOTorchLearner,
+    M3FPPOTorchRLModule,
+    _on_environment_created,
+    _set_torch_threads,
+    apply_overrides,
+    normc_,
+)
+from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
+from m3fmarl.multiagent.envs import register_rllib_envs, rllib_env_name
+from m3fmarl.problems import canonical_name
+from m3fmarl.problems.core import VARIANTS, check_choice, check_num_minors
+from marl_baselines.sampler import ADVANTAGES, BOOTSTRAPS, CRITIC_OBS, BatchedSampler
+
+MARL_KEY = "m3f_marl"
+"""``learner_config_dict`` key holding the MARL settings (problem, N, variant, critic, …)."""
+
+MAPPO_BOOTSTRAP: dict[str, str] = {"reference": "last_step", "paper": "next_obs"}
+"""Variant → how a MAPPO critic bootstraps cut trajectories (spec §1.7)."""
+
+
+# --- MAPPO critic ------------------------------------------------------------------------------
+
+
+class MAPPOTorchRLModule(M3FPPOTorchRLModule):
+    """PPO module whose value function is MAPPO's centralised critic (spec §1.7).
+
+    The actor is the IPPO actor (own observation only).  The critic reads the batch column
+    ``critic_obs`` = [global state (G numbers), the other agents' actions (A numbers)]: the global
+    state goes through its own 256-256 tanh MLP, the result is concatenated with the others'
+    actions and a linear layer gives V.  G and A come from ``model_config["critic_global_dim"]``
+    and ``["critic_action_dim"]``.  The obs-only critic branch of the parent module is unused.
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        g = int(self.model_config["critic_global_dim"])
+        a = int(self.model_config["critic_action_dim"])
+        hidden = list(self.model_config.get("fcnet_hiddens", [256, 256]))
+        layers: list[torch.nn.Module] = []
+        width = g
+        for h in hidden:
+            layers += [torch.nn.Linear(width, h), torch.nn.Tanh()]
+            width = h
+        self.cc_encoder = torch.nn.Sequential(*layers)
+        self.cc_head = torch.nn.Linear(width + a, 1)
+        self._cc_global_dim = g
+        for layer in self.cc_encoder:
+            if isinstance(layer, torch.nn.Linear):
+                normc_(layer.weight, 1.0)
+                torch.nn.init.zeros_(layer.bias)
+        normc_(self.cc_head.weight, 0.01)
+        torch.nn.init.zeros_(self.cc_head.bias)
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        x = batch[CRITIC_OBS]
+        h = self.cc_encoder(x[:, : self._cc_global_dim])
+        return self.cc_head(torch.cat([h, x[:, self._cc_global_dim:]], dim=1)).squeeze(-1)
+
+
+# --- learner -----------------------------------------------------------------------------------
+
+
+class MARLPPOTorchLearner(M3FPPOTorchLearner):
+    """:class:`M3FPPOTorchLearner` for per-policy updates: the adaptive KL coefficient of a
+    policy changes only in an update that trained that policy."""
+
+    def _update_module_kl_coeff(self, *, module_id: str, config: Any, kl_loss: float) -> None:
+        if module_id not in self._kl_sums:
+            return
+        super()._update_module_kl_coeff(module_id=module_id, config=config, kl_loss=kl_loss)
+
+
+# --- algorithm ---------------------------------------------------------------------------------
+
+
+class MARLPPO(PPO):
+    """RLlib PPO whose ``training_step`` samples with :class:`BatchedSampler` and updates each
+    policy separately (per-module epochs)."""
+
+    def setup(self, config: Any) -> None:
+        super().setup(config)
+        opts = self.config.learner_config_dict[MARL_KEY]
+        self._core = MultiAgentCore(opts["problem"], opts["num_minors"], opts["variant"], **opts.get("switches", {}))
+        num_envs = int(opts["num_envs"])
+        if self.config.train_batch_size_per_learner % num_envs:
+            raise ValueError(f"train_batch_size ({self.config.train_batch_size_per_learner}) must be a multiple of "
+                             f"num_envs_per_env_runner ({num_envs})")
+        torch.manual_seed(int(self.config.seed or 0))
+        self._sampler = BatchedSampler(
+            self._core, num_envs, seed=int(self.config.seed or 0), centralized_critic=opts["critic"] == "centralized",
+            bootstrap=opts["bootstrap"], gamma=self.config.gamma, lambda_=self.config.lambda_,
+        )
+        self._standardize = bool(self.config.learner_config_dict.get(STANDARDIZE_KEY, True))
+
+    def _local_modules(self) -> dict[str, Any]:
+        learner = self.learner_group._learner
+        if learner is None:
+            raise RuntimeError("MARLPPO samples with the local learner's modules: use num_learners=0")
+        return {mid: learner.module[mid].unwrapped() for mid in learner.module.keys()}
+
+    def training_step(self) -> None:
+        _set_torch_threads()
+        steps_per_env = self.config.train_batch_size_per_learner // self._sampler.num_envs
+        modules = self._local_modules()
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            batches, stats = self._sampler.sample(modules, steps_per_env)
+        self._log_sampling(stats)
+        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            for module_id, columns in batches.items():
+                if self._standardize:
+                    adv = columns[ADVANTAGES].astype(np.float64)
+                    columns[ADVANTAGES] = ((adv - adv.mean()) / max(1e-4, adv.std())).astype(np.float32)
+                batch = MultiAgentBatch({module_id: SampleBatch(columns)}, env_steps=stats.env_steps)
+                results = self.learner_group.update(
+                    batch=batch,
+                    timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
+                    num_epochs=self.config.num_epochs,
+                    minibatch_size=self.config.minibatch_size,
+                    shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
+                )
+                self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
+    def _log_sampling(self, stats: Any) -> None:
+        m = self.metrics
+        m.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED), stats.env_steps, reduce="sum")
+        m.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), stats.env_steps, reduce="lifetime_sum")
+        for g in self._sampler.groups:  # agent steps per policy (RLlib keys them by agent/module)
+            count = stats.env_steps * len(g.agents)
+            m.log_value((ENV_RUNNER_RESULTS, NUM_AGENT_STEPS_SAMPLED, g.module_id), count, reduce="sum")
+            m.log_value((ENV_RUNNER_RESULTS, NUM_AGENT_STEPS_SAMPLED_LIFETIME, g.module_id), count,
+                        reduce="lifetime_sum")
+        m.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES), len(stats.episode_returns), reduce="sum")
+        m.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES_LIFETIME), len(stats.episode_returns), reduce="lifetime_sum")
+        recent = list(self._sampler.recent_returns)
+        if recent:  # smoothed over the last 100 finished training episodes (RLlib-1.8 default)
+            m.log_value((ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN), float(np.mean(recent)), window=1)
+            m.log_value((ENV_RUNNER_RESULTS, EPISODE_RETURN_MIN), float(np.min(recent)), window=1)
+            m.log_value((ENV_RUNNER_RESULTS, EPISODE_RETURN_MAX), float(np.max(recent)), window=1)
+
+
+# --- config ------------------------------------------------------------------------------------
+
+ALGOS = ("ippo", "mappo")
+
+
+def marl_config(
+    algo: str, problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
+    num_envs_per_env_runner: int = 24, train_batch_size: int = 24000, minibatch_size: int = 4000,
+    num_epochs: int = 8, env_config: dict[str, Any] | None = None, bootstrap: str | None = None,
+    **overrides: Any,
+) -> PPOConfig:
+    """The config of IPPO or MAPPO for one problem (Table 3 settings, spec §1.6/§1.7/§1.10).
+
+    Args:
+        algo: ``ippo`` or ``mappo``.
+        problem, num_minors, variant, seed: as for :func:`m3fmarl.algorithms.m3fppo_config`.
+        num_envs_per_env_runner: B, copies stepped together by the sampler; each copy
+            contributes ``train_batch_size / B`` consecutive joint steps per iteration
+            (B = 120 → 200 steps: chunk ends coincide with episode ends as in the reference's
+            200-step fragments; B = 24 → 1 000).
+        train_batch_size: joint env steps per iteration (24 000 → 24 000 major samples and
+            24 000·N minor samples, spec §1.6).
+        minibatch_size, num_epochs: per policy (spec §1.1 item 6).
+        env_config: switch overrides of the problem.
+        bootstrap: MAPPO only, ``next_obs`` or ``last_step``; default by variant (reference
+            ``last_step``, spec §1.7).
+        **overrides: further PPOConfig attributes (``lr=…``, ``learner_config_dict={…}``).
+    """
+    check_choice("algo", algo, ALGOS)
+    check_choice("variant", variant, VARIANTS)
+    problem = canonical_name(problem)
+    num_minors = check_num_minors(num_minors)
+    if bootstrap is None:
+        bootstrap = MAPPO_BOOTSTRAP[variant] if algo == "mappo" else "next_obs"
+    check_choice("bootstrap", bootstrap, BOOTSTRAPS)
+    switches = dict(env_config or {})
+    core = MultiAgentCore(problem, num_minors, variant, **switches)
+    register_rllib_envs()
+    kl_coeff, kl_target = KL_SETTINGS[variant]
+    model_config: dict[str, Any] = {
+        "fcnet_hiddens": [256, 256], "fcnet_activation": "tanh", "vf_share_layers": False,
+        "head_fcnet_hiddens": [], "free_log_std": False, "m3f_init": "normc",
+    }
+    module_ids = ([MAJOR_ID] if core.has_major else []) + ["minor"]
+    width = core.num_actions if core.discrete else core.action_dim
+    specs = {}
+    for mid in module_ids:
+        if algo == "mappo":
+            cfg = {**model_config, "critic_global_dim": core.global_state_dim,
+                   "critic_action_dim": (core.num_agents - 1) * width}
+            specs[mid] = RLModuleSpec(module_class=MAPPOTorchRLModule, model_config=cfg)
+        else:
+            specs[mid] = RLModuleSpec(module_class=M3FPPOTorchRLModule, model_config=dict(model_config))
+
+    def policy_mapping_fn(agent_id: Any, *args: Any, **kwargs: Any) -> str:
+        return MAJOR_ID if agent_id == MAJOR_ID else "minor"
+
+    config = (
+        PPOConfig(algo_class=MARLPPO)
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .framework("torch")
+        .environment(rllib_env_name(problem), env_config={"num_minors": num_minors, "variant": variant, **switches},
+                     normalize_actions=True, clip_actions=False)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, explore=True)
+        .multi_agent(policies=set(module_ids), policy_mapping_fn=policy_mapping_fn, count_steps_by="env_steps")
+        .learners(
+            num_learners=0,
+            learner_class=MARLPPOTorchLearner,
+            learner_config_dict={
+                VF_CLIP_KEY: 10.0, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean",
+                MARL_KEY: {"algo": algo, "problem": problem, "num_minors": num_minors, "variant": variant,
+                           "switches": switches, "num_envs": int(num_envs_per_env_runner),
+                           "critic": "centralized" if algo == "mappo" else "local", "bootstrap": bootstrap},
+            },
+        )
+        .training(
+            gamma=0.99, lambda_=1.0, lr=5e-5,
+            train_batch_size_per_learner=train_batch_size, minibatch_size=minibatch_size, num_epochs=num_epochs,
+            shuffle_batch_per_epoch=True, clip_param=0.2, use_kl_loss=True, kl_coeff=kl_coeff, kl_target=kl_target,
+            vf_loss_coeff=1.0, entropy_coeff=0.0, vf_clip_param=float("inf"), grad_clip=None, use_gae=True,
+            use_critic=True,
+        )
+        .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
+        .callbacks(on_environment_created=_on_environment_created)
+        .reporting(metrics_num_episodes_for_smoothing=100)
+        .debugging(seed=seed)
+    )
+    return apply_overrides(config, overrides)
+
+
+def ippo_config(problem: str, num_minors: int, variant: str = "reference", **kwargs: Any) -> PPOConfig:
+    """IPPO (spec §1.6): :func:`marl_config` with ``algo="ippo"``."""
+    return marl_config("ippo", problem, num_minors, variant, **kwargs)
+
+
+def mappo_config(problem: str, num_minors: int, variant: str = "reference", **kwargs: Any) -> PPOConfig:
+    """MAPPO (spec §1.7): :func:`marl_config` with ``algo="mappo"``."""
+    return marl_config("mappo", problem, num_minors, variant, **kwargs)
