@@ -184,22 +184,33 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
 
 
 def _evaluate(trial: Trial, run_dir: Path, checkpoint: Path, log: Any) -> None:
-    """The trial's evaluation cells → ``evaluation.json`` (atomically, last)."""
-    if trial.algo not in ("m3fppo", "m3fa2c"):
-        raise SweepError(f"evaluation of {trial.algo} runs is not available in m3fmarl.evaluate yet")
-    from m3fmarl.evaluate import evaluate, load_policy
+    """The trial's evaluation cells → ``evaluation.json`` (atomically, last).
 
+    M3FPPO/M3FA2C: :func:`m3fmarl.evaluate.evaluate` for each execution (CE/DE).  IPPO/MAPPO:
+    every agent acts on its own observation, so there is one evaluation per N
+    (``marl_baselines.evaluate``, execution ``multi-agent``).
+    """
     request = evaluation_request(trial)
-    policy = load_policy(checkpoint)
     t0 = time.perf_counter()
     results = []
-    for execution in request["executions"]:
-        for r in evaluate(policy, num_minors=request["num_minors"], episodes=request["episodes"],
-                          execution=execution, seed=request["seed"]):
-            results.append(r.to_dict())
-            log(f"eval N={r.num_minors} {execution}: {r.mean:.2f} ± {r.ci95:.2f} ({r.episodes} episodes)")
+    if trial.algo in ("m3fppo", "m3fa2c"):
+        from m3fmarl.evaluate import evaluate, load_policy
+
+        policy = load_policy(checkpoint)
+        for execution in request["executions"]:
+            results += evaluate(policy, num_minors=request["num_minors"], episodes=request["episodes"],
+                                execution=execution, seed=request["seed"])
+    else:
+        try:
+            from marl_baselines.evaluate import evaluate_marl, load_marl_policy
+        except ImportError as err:
+            raise SweepError(f"cannot evaluate {trial.algo} runs: {err}") from None
+        results += evaluate_marl(load_marl_policy(checkpoint), num_minors=request["num_minors"],
+                                 episodes=request["episodes"], seed=request["seed"])
+    for r in results:
+        log(f"eval N={r.num_minors} {r.execution}: {r.mean:.2f} ± {r.ci95:.2f} ({r.episodes} episodes)")
     record = {"trial": trial.name, "iterations": trial.iterations, "checkpoint": checkpoint.name,
-              "request": request, "results": results, "seconds": time.perf_counter() - t0,
+              "request": request, "results": [r.to_dict() for r in results], "seconds": time.perf_counter() - t0,
               "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_atomic(run_dir / EVAL_FILE, json.dumps(record, indent=1))
 
@@ -401,6 +412,7 @@ def _finish(sweep: Sweep, out: Path, table: ProgressTable, errors: dict[str, Any
     print(f"sweep {sweep.id}: {len(missing)} of {len(sweep.trials)} trials not finished:", file=sys.stderr)
     for name in missing:
         err = errors.get(name)
+        err = getattr(err, "cause", None) or err  # a RayTaskError wraps the trial's exception
         why = f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}" if err is not None else "not run"
         print(f"  {name}: {why} (log: {out}/logs/{name}.log)", file=sys.stderr)
     print(f"rerun with --resume to retry them (finished trials are kept): m3fmarl sweep {sweep.path} "
