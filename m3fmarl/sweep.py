@@ -123,6 +123,12 @@ def _float(x: Any) -> float:
         return math.nan
 
 
+def _ray_node() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else "-"
+
+
 def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: Any = None,
               echo: bool = False) -> dict[str, Any]:
     """Train and evaluate ``trial`` into ``<out>/trials/<name>``; resume what is there.
@@ -150,7 +156,7 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
                         "episode_return_mean": _float(row["episode_return_mean"]), "finished": False})
 
     try:
-        log(f"start {trial.name} (pid {os.getpid()}, host {os.uname().nodename})")
+        log(f"start {trial.name} (pid {os.getpid()}, host {os.uname().nodename}, ray node {_ray_node()})")
         if is_finished(out, trial):
             log("already finished; nothing to do")
         else:
@@ -336,8 +342,9 @@ def _init_ray(address: str | None, cpus: int | None) -> None:
         # An existing cluster (or a Ray Jobs driver): keep the job's runtime env (working_dir).
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     else:
-        ray.init(num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", runtime_env={"env_vars": env})
+        # "local": a new Ray of our own even if `ray start` runs on this machine.
+        ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
 
 
 def run_sweep(sweep: Sweep, out: Path, *, address: str | None = None, cpus: int | None = None,
@@ -443,6 +450,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         trial = sweep.trials[args.trial_index]
         print(f"trial {args.trial_index}/{len(sweep.trials)}: {trial.name}, {trial.iterations} iterations x "
               f"{trial.settings.train_batch_size} env steps -> {trial_dir(out.resolve(), trial)}", flush=True)
+        _init_ray(args.address, args.cpus or trial.cpus)
         m = run_trial(trial, out.resolve(), checkpoint_every=args.checkpoint_every, echo=True)
         print(f"trial {trial.name}: finished, evaluation {m['eval_mean']:.2f} ± {m['eval_ci95']:.2f}", flush=True)
         return 0
