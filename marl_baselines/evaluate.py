@@ -131,3 +131,25 @@ def evaluate_marl(
     finally:
         torch.set_num_threads(before)
     return results
+
+
+def uniform_episode_returns(core: MultiAgentCore, episodes: int, seed: int = 0, num_envs: int = 100) -> np.ndarray:
+    """Team returns when every agent acts uniformly at random (U[−1, 1]^d, or uniform over the
+    5 Beach moves): the baseline a learning test must beat."""
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    done = 0
+    while done < episodes:
+        b = min(num_envs, episodes - done)
+        state, _ = core.reset(b, rng)
+        total = np.zeros(b)
+        for _ in range(core.horizon):
+            if core.discrete:
+                actions = rng.integers(0, core.num_actions, size=(b, core.num_agents))
+            else:
+                actions = rng.uniform(-1.0, 1.0, size=(b, core.num_agents, core.action_dim))
+            state, reward = core.step(state, actions, rng)
+            total += reward
+        out.append(total)
+        done += b
+    return np.concatenate(out)
