@@ -1,0 +1,113 @@
+"""`ray job submit --working-dir . -- m3fmarl sweep experiments/fig5.yaml --budget smoke --address auto`
+against a real Ray cluster started with `ray start --head` (its own ports and temp dir, token auth)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # it answers (authentication is the job client's business)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head (2 CPUs) of this test only; stopped by SIGTERM to its `ray start --block`."""
+    import secrets
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0",
+               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=secrets.token_hex(32))
+    gcs, dashboard, client, agent = _free_ports(4)
+    temp = Path(f"/tmp/rj-{os.getpid()}-{gcs}")  # short: Ray's socket paths live under it
+    log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
+         f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+         f"--dashboard-agent-listen-port={agent}", f"--temp-dir={temp}", "--disable-usage-stats"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run([str(BIN / "ray"), "health-check", "--address", f"127.0.0.1:{gcs}"], env=env,
+                             capture_output=True, timeout=30).returncode != 0:
+            assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "Ray head not healthy after 120 s"
+            time.sleep(1)
+        while not _answers(f"http://127.0.0.1:{dashboard}/api/version"):  # the Jobs API comes up later
+            assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "Ray dashboard (Jobs API) not up after 120 s"
+            time.sleep(1)
+        yield env, f"http://127.0.0.1:{dashboard}"
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_smoke_sweep(ray_head, tmp_path):
+    env, dashboard = ray_head
+    out = tmp_path / "fig5-smoke"  # absolute: the job runs in a copy of the working dir
+    t0 = time.monotonic()
+    job = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
+         "m3fmarl", "sweep", "experiments/fig5.yaml", "--budget", "smoke", "--address", "auto", "--out", str(out),
+         "--report-every", "10"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    seconds = time.monotonic() - t0
+    text = job.stdout + job.stderr
+    assert job.returncode == 0, text[-4000:]
+    assert "succeeded" in text
+    assert "ray: 2 CPUs on 1 node(s)" in text  # the driver joined the running cluster
+    assert "all 5 trials finished" in text
+    trials = sorted(p.name for p in (out / "trials").iterdir())
+    assert trials == sorted(f"{p}__m3fppo__N5__s0" for p in
+                            ("two-gaussians", "formation", "beach-bar", "foraging", "potential"))
+    for name in trials:
+        ev = json.loads((out / "trials" / name / "evaluation.json").read_text())
+        assert ev["iterations"] == 2 and ev["results"][0]["episodes"] == 5
+    assert len((out / "summary.csv").read_text().splitlines()) == 6
+    print(f"ray job submit (fig5 smoke, 5 trials): {seconds:.0f} s")
