@@ -249,7 +249,7 @@ class ProgressTable:
     def __init__(self, sweep: Sweep, kept: list[str], every: float, stream: Any = None):
         self.sweep = sweep
         self.every = every
-        self.stream = stream or sys.stdout
+        self.stream = stream  # None: sys.stdout at print time (the table is pickled under Ray Client)
         self.t0 = time.monotonic()
         self.last = 0.0
         self.state: dict[str, dict[str, Any]] = {t.name: {"status": "pending"} for t in sweep.trials}
@@ -287,7 +287,7 @@ class ProgressTable:
             lines.append(f"  {name:<40} {st['status']:<10} {(f'{it}/{its[name]}' if it else '-'):>11} "
                          f"{_fmt_steps(st.get('env_steps', math.nan)):>9} "
                          f"{_fmt(st.get('episode_return_mean', math.nan)):>9} {_fmt(st.get('eval_mean', math.nan)):>9}")
-        print("\n".join(lines), file=self.stream, flush=True)
+        print("\n".join(lines), file=self.stream or sys.stdout, flush=True)
 
 
 def _elapsed(seconds: float) -> str:
@@ -303,7 +303,7 @@ def _make_callback(table: ProgressTable) -> Any:
         c = table.counts()
         done = c.get("finished", 0) + c.get("kept", 0)
         print(f"[{_elapsed(time.monotonic() - table.t0)}] {what} {name} ({done}/{len(table.state)} finished, "
-              f"{c.get('FAILED', 0)} failed)", file=table.stream, flush=True)
+              f"{c.get('FAILED', 0)} failed)", file=table.stream or sys.stdout, flush=True)
 
     class _Progress(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
@@ -401,7 +401,12 @@ def _finish(sweep: Sweep, out: Path, table: ProgressTable, errors: dict[str, Any
             missing.append(t.name)
             table.update(t.name, "FAILED" if t.name in errors else "unfinished")
             continue
-        table.update(t.name, table.state[t.name]["status"] if table.state[t.name]["status"] == "kept" else "finished")
+        row = _last_row(trial_dir(out, t)) or {}
+        first = ev["results"][0] if ev["results"] else {}
+        table.update(t.name, "kept" if table.state[t.name]["status"] == "kept" else "finished",
+                     {"iteration": int(row.get("iteration", t.iterations)), "env_steps": _float(row.get("env_steps")),
+                      "episode_return_mean": _float(row.get("episode_return_mean")),
+                      "eval_mean": _float(first.get("mean"))})
         for r in ev["results"]:
             rows.append({"trial": t.name, "problem": t.problem, "algo": t.algo, "train_num_minors": t.num_minors,
                          "seed": t.seed, "iterations": t.iterations, "env_steps": t.env_steps,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,8 +49,8 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def ray_head(tmp_path):
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
     """A Ray head (2 CPUs) of this test only; stopped by SIGTERM to its `ray start --block`."""
     import secrets
 
@@ -59,6 +60,7 @@ def ray_head(tmp_path):
                RAY_AUTH_TOKEN=secrets.token_hex(32))
     gcs, dashboard, client, agent = _free_ports(4)
     temp = Path(f"/tmp/rj-{os.getpid()}-{gcs}")  # short: Ray's socket paths live under it
+    tmp_path = tmp_path_factory.mktemp("ray-head")
     log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
@@ -76,7 +78,7 @@ def ray_head(tmp_path):
             assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "Ray dashboard (Jobs API) not up after 120 s"
             time.sleep(1)
-        yield env, f"http://127.0.0.1:{dashboard}"
+        yield env, f"http://127.0.0.1:{dashboard}", f"ray://127.0.0.1:{client}"
     finally:
         head.send_signal(signal.SIGTERM)
         try:
@@ -89,7 +91,7 @@ def ray_head(tmp_path):
 
 
 def test_ray_job_submit_runs_the_smoke_sweep(ray_head, tmp_path):
-    env, dashboard = ray_head
+    env, dashboard, _ = ray_head
     out = tmp_path / "fig5-smoke"  # absolute: the job runs in a copy of the working dir
     t0 = time.monotonic()
     job = subprocess.run(
@@ -111,3 +113,29 @@ def test_ray_job_submit_runs_the_smoke_sweep(ray_head, tmp_path):
         assert ev["iterations"] == 2 and ev["results"][0]["episodes"] == 5
     assert len((out / "summary.csv").read_text().splitlines()) == 6
     print(f"ray job submit (fig5 smoke, 5 trials): {seconds:.0f} s")
+
+
+def test_sweep_through_ray_client(ray_head, tmp_path):
+    """`m3fmarl sweep --address ray://host:port` (Ray Client) against the same cluster."""
+    env, _, client = ray_head
+    exp = tmp_path / "client.yaml"
+    exp.write_text("""\
+id: client
+problems: [potential]
+grid:
+  - algorithms: [m3fppo]
+    num_minors: [5]
+    seeds: [0, 1]
+    iterations: 2
+    settings:
+      m3fppo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
+evaluation: {episodes: 5}
+""")
+    out = tmp_path / "out"
+    p = subprocess.run([str(BIN / "m3fmarl"), "sweep", str(exp), "--address", client, "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "ray: 2 CPUs on 1 node(s)" in p.stdout and "all 2 trials finished" in p.stdout
+    for seed in (0, 1):
+        assert (out / "trials" / f"potential__m3fppo__N5__s{seed}" / "evaluation.json").is_file()
+    assert re.search(r"potential__m3fppo__N5__s1 +finished +2/2 +4k", p.stdout)  # final table, from the files
