@@ -201,7 +201,24 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
     from m3fmarl.bench import bench_train, machine_info
 
-    b = bench_train(args.algo, args.problem, args.num_minors, args.variant, args.iterations)
+    settings = None
+    if args.train_batch_size is not None:
+        import dataclasses
+
+        from m3fmarl.config import load_algorithm
+
+        base = load_algorithm(args.algo)
+        batch = args.train_batch_size
+        fields = {f.name for f in dataclasses.fields(base)}
+        minibatch = min(getattr(base, "minibatch_size", batch), batch)
+        if batch % minibatch:
+            raise UsageError(f"--train-batch-size {batch} must be a multiple of the minibatch size {minibatch}")
+        copies = getattr(base, "num_envs_per_env_runner", 1)
+        if batch % copies:
+            raise UsageError(f"--train-batch-size {batch} must be a multiple of num_envs_per_env_runner {copies}")
+        settings = dataclasses.replace(base, train_batch_size=batch,
+                                       **({"minibatch_size": minibatch} if "minibatch_size" in fields else {}))
+    b = bench_train(args.algo, args.problem, args.num_minors, args.variant, args.iterations, settings=settings)
     if args.json:
         print(json.dumps({"machine": machine_info(), **asdict(b), "other_s": b.other_s,
                           "env_steps_per_s": b.env_steps_per_s}, indent=1))
@@ -210,6 +227,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
           f"per iteration, mean of {b.iterations} iterations after a warm-up")
     print(f"  {b.seconds_per_iteration:.2f} s/iteration ({_fmt_rate(b.env_steps_per_s)} env steps/s): "
           f"sampling {b.sampling_s:.2f} s, learner {b.learner_s:.2f} s, other {b.other_s:.2f} s")
+    print(f"  sampling alone (env + policy inference): {_fmt_rate(b.train_batch_size / b.sampling_s)} env steps/s")
     return 0
 
 
@@ -400,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-minors", type=_positive_int, default=300)
     p.add_argument("--variant", choices=VARIANTS, default="reference")
     p.add_argument("--iterations", type=_positive_int, default=3, help="measured iterations after one warm-up")
+    p.add_argument("--train-batch-size", type=_positive_int,
+                   help="env (joint) steps per iteration instead of the config's (e.g. 2400 for IPPO at N=300)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_train)
 

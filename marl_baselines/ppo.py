@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -54,6 +56,7 @@ from m3fmarl.algorithms.m3fppo import (
     _set_torch_threads,
     apply_overrides,
     normc_,
+    use_fast_tanh,
 )
 from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
 from m3fmarl.multiagent.envs import register_rllib_envs, rllib_env_name
@@ -78,7 +81,8 @@ class MAPPOTorchRLModule(M3FPPOTorchRLModule):
     ``critic_obs`` = [global state (G numbers), the other agents' actions (A numbers)]: the global
     state goes through its own 256-256 tanh MLP, the result is concatenated with the others'
     actions and a linear layer gives V.  G and A come from ``model_config["critic_global_dim"]``
-    and ``["critic_action_dim"]``.  The obs-only critic branch of the parent module is unused.
+    and ``["critic_action_dim"]``.  The obs-only critic branch of the parent module is never
+    evaluated (the forward passes run the actor alone).
     """
 
     def setup(self) -> None:
@@ -100,6 +104,19 @@ class MAPPOTorchRLModule(M3FPPOTorchRLModule):
                 torch.nn.init.zeros_(layer.bias)
         normc_(self.cc_head.weight, 0.01)
         torch.nn.init.zeros_(self.cc_head.bias)
+        if self.model_config.get("m3f_fast_tanh", True):
+            use_fast_tanh(self.cc_encoder)
+
+    def _actor_only(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {Columns.ACTION_DIST_INPUTS: self.pi(self.encoder.actor_encoder(batch)[ENCODER_OUT])}
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return self._actor_only(batch)
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # The parent also runs its obs-only critic encoder for the value embeddings; the
+        # centralised critic does not use them (compute_values reads critic_obs).
+        return self._actor_only(batch)
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         x = batch[CRITIC_OBS]
@@ -193,6 +210,28 @@ class MARLPPO(PPO):
 
 ALGOS = ("ippo", "mappo")
 
+MODEL_CONFIG: dict[str, Any] = {
+    "fcnet_hiddens": [256, 256], "fcnet_activation": "tanh", "vf_share_layers": False,
+    "head_fcnet_hiddens": [], "free_log_std": False, "m3f_init": "normc",
+}
+"""The reference network (spec §1.3) in RLlib's default-model keys."""
+
+
+def module_specs(algo: str, core: MultiAgentCore) -> dict[str, RLModuleSpec]:
+    """One RLModuleSpec per policy (``major`` if the problem has one, ``minor``), with the view's
+    spaces; MAPPO modules get the centralised critic's input sizes."""
+    width = core.num_actions if core.discrete else core.action_dim
+    specs = {}
+    for mid in ([MAJOR_ID] if core.has_major else []) + ["minor"]:
+        cfg = dict(MODEL_CONFIG)
+        cls: type = M3FPPOTorchRLModule
+        if algo == "mappo":
+            cfg.update(critic_global_dim=core.global_state_dim, critic_action_dim=(core.num_agents - 1) * width)
+            cls = MAPPOTorchRLModule
+        specs[mid] = RLModuleSpec(module_class=cls, model_config=cfg, observation_space=core.observation_space(),
+                                  action_space=core.action_space())
+    return specs
+
 
 def marl_config(
     algo: str, problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
@@ -228,20 +267,8 @@ def marl_config(
     core = MultiAgentCore(problem, num_minors, variant, **switches)
     register_rllib_envs()
     kl_coeff, kl_target = KL_SETTINGS[variant]
-    model_config: dict[str, Any] = {
-        "fcnet_hiddens": [256, 256], "fcnet_activation": "tanh", "vf_share_layers": False,
-        "head_fcnet_hiddens": [], "free_log_std": False, "m3f_init": "normc",
-    }
-    module_ids = ([MAJOR_ID] if core.has_major else []) + ["minor"]
-    width = core.num_actions if core.discrete else core.action_dim
-    specs = {}
-    for mid in module_ids:
-        if algo == "mappo":
-            cfg = {**model_config, "critic_global_dim": core.global_state_dim,
-                   "critic_action_dim": (core.num_agents - 1) * width}
-            specs[mid] = RLModuleSpec(module_class=MAPPOTorchRLModule, model_config=cfg)
-        else:
-            specs[mid] = RLModuleSpec(module_class=M3FPPOTorchRLModule, model_config=dict(model_config))
+    specs = module_specs(algo, core)
+    module_ids = list(specs)
 
     def policy_mapping_fn(agent_id: Any, *args: Any, **kwargs: Any) -> str:
         return MAJOR_ID if agent_id == MAJOR_ID else "minor"

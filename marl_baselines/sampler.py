@@ -71,12 +71,34 @@ def gae(
     return adv
 
 
+def actor_inputs(module: Any, obs: torch.Tensor) -> torch.Tensor:
+    """Action-distribution inputs of ``obs`` from the actor alone.
+
+    RLlib's ``forward_exploration`` of the default PPO module also runs the critic encoder (its
+    actor-critic encoder computes both); sampling needs only the actor, so for modules with
+    ``encoder.actor_encoder`` and ``pi`` those two are called directly (the same computation as
+    the actor half of ``forward_exploration``).  Other modules use ``forward_exploration``.
+    """
+    actor = getattr(getattr(module, "encoder", None), "actor_encoder", None)
+    if actor is not None and hasattr(module, "pi") and not module.is_stateful():
+        return module.pi(actor({OBS: obs})["encoder_out"])
+    return module.forward_exploration({OBS: obs})[ACTION_DIST_INPUTS]
+
+
+VALUE_CHUNK_ROWS = 4096
+"""Rows per critic forward pass when values are computed for a whole rollout."""
+
+
 @dataclass
 class PolicyGroup:
-    """Agents one policy controls: indices on the agent axis."""
+    """Agents one policy controls: a contiguous range on the agent axis."""
 
     module_id: str
-    agents: NDArray[np.int64]
+    slice: slice
+
+    @property
+    def agents(self) -> NDArray[np.int64]:
+        return np.arange(self.slice.start, self.slice.stop)
 
 
 @dataclass
@@ -113,8 +135,8 @@ class BatchedSampler:
         n = core.num_agents
         groups = []
         if core.has_major:
-            groups.append(PolicyGroup(MAJOR_ID, np.array([0])))
-        groups.append(PolicyGroup("minor", np.arange(core.minor_offset, n)))
+            groups.append(PolicyGroup(MAJOR_ID, slice(0, 1)))
+        groups.append(PolicyGroup("minor", slice(core.minor_offset, n)))
         self.groups = groups
         self.state, self.obs = core.reset(self.num_envs, self.rng)
         self.episode_return = np.zeros(self.num_envs)
@@ -139,15 +161,14 @@ class BatchedSampler:
         with torch.no_grad():
             for g in self.groups:
                 module = modules[g.module_id]
-                x = torch.from_numpy(np.ascontiguousarray(obs[:, g.agents].reshape(-1, d)))
-                out = module.forward_exploration({OBS: x})
-                inputs = out[ACTION_DIST_INPUTS]
+                x = torch.from_numpy(np.ascontiguousarray(obs[:, g.slice]).reshape(-1, d))
+                inputs = actor_inputs(module, x)
                 dist = module.get_exploration_action_dist_cls().from_logits(inputs)
                 a = dist.sample()
                 lp = dist.logp(a)
-                k = len(g.agents)
-                actions[:, g.agents] = a.numpy().reshape((b, k) + actions.shape[2:])
-                logp[:, g.agents] = lp.numpy().reshape(b, k)
+                k = g.slice.stop - g.slice.start
+                actions[:, g.slice] = a.numpy().reshape((b, k) + actions.shape[2:])
+                logp[:, g.slice] = lp.numpy().reshape(b, k)
                 dist_inputs[g.module_id] = inputs.numpy().reshape(b, k, -1)
         return actions, logp, dist_inputs
 
@@ -168,20 +189,29 @@ class BatchedSampler:
         return np.concatenate([np.broadcast_to(glob[:, None], (b, n, glob.shape[1])), others], axis=2)
 
     def _values(self, modules: dict[str, Any], obs: NDArray, critic_obs: NDArray | None) -> NDArray[np.float64]:
-        """V for every agent of stacked steps: ``obs (..., n, D)`` → ``(..., n)``."""
+        """V for every agent of stacked steps: ``obs (..., n, D)`` → ``(..., n)``, evaluated in
+        chunks of about :data:`VALUE_CHUNK_ROWS` rows (one pass over a whole rollout's
+        activations would not fit in cache: 2–3× slower at N = 300)."""
         lead = obs.shape[:-2]
         n = obs.shape[-2]
-        out = np.empty(lead + (n,), dtype=np.float64)
+        flat_obs = obs.reshape((-1,) + obs.shape[-2:])  # (L, n, D)
+        flat_c = None if critic_obs is None else critic_obs.reshape((-1,) + critic_obs.shape[-2:])
+        out = np.empty((flat_obs.shape[0], n), dtype=np.float64)
         with torch.no_grad():
             for g in self.groups:
                 module = modules[g.module_id]
-                batch = {OBS: torch.from_numpy(np.ascontiguousarray(obs[..., g.agents, :].reshape(-1, obs.shape[-1])))}
-                if critic_obs is not None:
-                    c = critic_obs[..., g.agents, :]
-                    batch[CRITIC_OBS] = torch.from_numpy(np.ascontiguousarray(c.reshape(-1, c.shape[-1])))
-                v = module.compute_values(batch)
-                out[..., g.agents] = v.numpy().astype(np.float64).reshape(lead + (len(g.agents),))
-        return out
+                sel = g.slice
+                k = sel.stop - sel.start
+                step = max(1, VALUE_CHUNK_ROWS // k)
+                for i in range(0, flat_obs.shape[0], step):
+                    o = flat_obs[i:i + step, sel]
+                    batch = {OBS: torch.from_numpy(np.ascontiguousarray(o).reshape(-1, o.shape[-1]))}
+                    if flat_c is not None:
+                        c = flat_c[i:i + step, sel]
+                        batch[CRITIC_OBS] = torch.from_numpy(np.ascontiguousarray(c).reshape(-1, c.shape[-1]))
+                    v = module.compute_values(batch)
+                    out[i:i + step, sel] = v.numpy().reshape(-1, k)
+        return out.reshape(lead + (n,))
 
     # --- rollout -----------------------------------------------------------------------------
     def sample(self, modules: dict[str, Any], steps_per_env: int) -> tuple[dict[str, dict[str, NDArray]], SampleStats]:
@@ -243,7 +273,7 @@ class BatchedSampler:
         targets = adv + values
         batches = {}
         for g in self.groups:
-            sel = g.agents
+            sel = g.slice
 
             def rows(x: NDArray) -> NDArray:
                 # (T, B, k, ...) -> (B, k, T, ...) -> rows: each agent's trajectory contiguous.
