@@ -74,6 +74,22 @@ def is_finished(out: Path, trial: Trial) -> bool:
             and ev.get("request") == evaluation_request(trial))
 
 
+def settings_diff(stored: dict[str, Any] | None, settings: Any) -> str:
+    """"" if a run stored with ``stored`` settings may continue under ``settings``, else the
+    differing keys.  A setting the stored record lacks (added to the code later) must be at its
+    default, which is what the resumed run gets."""
+    if stored is None or settings is None:
+        return ""
+    from dataclasses import fields
+
+    now = asdict(settings)
+    defaults = {f.name: f.default for f in fields(settings)}
+    bad = [f"{k}: {stored[k]!r} -> {v!r}" if k in stored else f"{k}: (default {defaults[k]!r}) -> {v!r}"
+           for k, v in now.items() if stored.get(k, defaults[k]) != v]
+    bad += [f"{k}: {stored[k]!r} -> (no such setting)" for k in stored if k not in now]
+    return ", ".join(bad)
+
+
 def check_ledger(out: Path, sweep: Sweep, resume: bool, create: bool) -> None:
     """Refuse to mix sweeps in one directory; create the ledger if ``create``."""
     ledger = out / LEDGER
@@ -91,9 +107,10 @@ def check_ledger(out: Path, sweep: Sweep, resume: bool, create: bool) -> None:
         stored_trials = {t["name"]: t for t in stored.get("trials", [])}
         for trial in sweep.trials:
             old = stored_trials.get(trial.name)
-            if old is not None and old["settings"] != asdict(trial.settings):
+            diff = settings_diff(old["settings"] if old else None, trial.settings)
+            if diff:
                 raise SweepError(f"{out}: trial {trial.name} was started with other settings than "
-                                 f"{sweep.path.name} now gives; choose another --out")
+                                 f"{sweep.path.name} now gives ({diff}); choose another --out")
     elif resume and not create:
         raise SweepError(f"--resume: no sweep to resume in {out} (no {LEDGER})")
     if create:
@@ -162,9 +179,9 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
         else:
             resume = (run_dir / RUN_FILE).exists()
             if resume:
-                stored = read_run(run_dir)
-                if stored.get("settings") != asdict(trial.settings):
-                    raise SweepError(f"{run_dir} holds a run with other settings; choose another --out")
+                diff = settings_diff(read_run(run_dir).get("settings") or {}, trial.settings)
+                if diff:
+                    raise SweepError(f"{run_dir} holds a run with other settings ({diff}); choose another --out")
             spec = RunSpec(trial.algo, trial.problem, trial.num_minors, trial.variant, trial.seed, trial.iterations)
             train(spec, run_dir, settings=trial.settings, resume=resume, checkpoint_every=checkpoint_every,
                   argv=["m3fmarl", "sweep", f"trial={trial.name}"], log=log)

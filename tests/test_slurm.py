@@ -7,6 +7,8 @@ any other failure of `up` fails the tests."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -20,6 +22,7 @@ from tests.conftest import REPO, progress_rows
 
 SHARED = Path(os.environ.get("M3FMARL_SHARED", REPO.parent / "shared"))
 LOCAL_SLURM = SHARED / "tools" / "local-slurm"
+STATE = Path("/tmp/m3fmarl-slurm-tests.json")
 CANNOT_RUN = re.compile(r"must run as root|apt-get failed|not written by local-slurm|already in use")
 RUN_DIR_ENTRIES = {"run.json", "config.yaml", "progress.csv", "tb", "checkpoints", "evaluation.json"}
 
@@ -42,21 +45,48 @@ TRIALS = [f"{p}__m3fppo__N5__s{s}" for p in ("beach-bar", "potential") for s in 
 pytestmark = pytest.mark.slow
 
 
+def _slurm_env() -> dict[str, str]:
+    """local-slurm's environment: without OMP_* (conftest sets OMP_NUM_THREADS=1, and GNU
+    `nproc`, which sizes the Slurm node, honours it: the node would get 1 CPU)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+
+
+@contextlib.contextmanager
+def _shared_state():
+    """The users of local-slurm among concurrent pytest workers (xdist), under a file lock:
+    Slurm is brought down only when the last user is done, and only if the tests started it."""
+    with open(STATE.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = json.loads(STATE.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = {"users": 0, "started": False}
+        yield state
+        STATE.write_text(json.dumps(state))
+
+
 @pytest.fixture(scope="module")
 def slurm():
     if not LOCAL_SLURM.is_file():
         pytest.fail(f"{LOCAL_SLURM} not found (set M3FMARL_SHARED to the shared/ folder)")
-    was_up = subprocess.run([str(LOCAL_SLURM), "status"], capture_output=True, text=True, timeout=60)
-    already = was_up.returncode == 0 and "not running" not in was_up.stdout
-    up = subprocess.run([str(LOCAL_SLURM), "up"], capture_output=True, text=True, timeout=600)
+    with _shared_state() as state:
+        if state["users"] == 0:
+            status = subprocess.run([str(LOCAL_SLURM), "status"], capture_output=True, text=True, timeout=60,
+                                    env=_slurm_env())
+            state["started"] = not (status.returncode == 0 and "not running" not in status.stdout)
+        up = subprocess.run([str(LOCAL_SLURM), "up"], capture_output=True, text=True, timeout=600, env=_slurm_env())
+        if up.returncode == 0:
+            state["users"] += 1
     if up.returncode != 0:
         text = up.stdout + up.stderr
         if CANNOT_RUN.search(text):
             pytest.skip(f"local-slurm cannot run here: {text.strip().splitlines()[-1]}")
         pytest.fail(f"local-slurm up failed:\n{text[-3000:]}")
     yield
-    if not already:
-        subprocess.run([str(LOCAL_SLURM), "down"], capture_output=True, text=True, timeout=120)
+    with _shared_state() as state:
+        state["users"] -= 1
+        if state["users"] == 0 and state["started"]:
+            subprocess.run([str(LOCAL_SLURM), "down"], capture_output=True, text=True, timeout=120, env=_slurm_env())
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@ trial, a smoke sweep killed with SIGKILL mid-way and resumed, a failing trial re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -294,3 +295,33 @@ evaluation: {{episodes: 5}}
     assert "1 finished (kept), 1 to run" in second.stdout
     assert _snapshot(good) == kept
     assert (bad / "evaluation.json").is_file()
+
+
+def test_resume_refuses_other_settings_or_another_sweep(tmp_path):
+    """The ledger keeps one sweep per directory; changed settings are named, a setting added to
+    the code later (absent from the stored record) is fine at its default."""
+    from m3fmarl.sweep import SweepError, check_ledger, settings_diff
+
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD)
+    out = tmp_path / "out"
+    sweep = load_experiment(path, "paper")
+    check_ledger(out, sweep, resume=False, create=True)
+    check_ledger(out, sweep, resume=True, create=True)
+    with pytest.raises(SweepError, match="already holds this sweep; pass --resume"):
+        check_ledger(out, sweep, resume=False, create=False)
+    with pytest.raises(SweepError, match=r"holds the sweep t \(paper budget\), not t \(smoke\)"):
+        check_ledger(out, load_experiment(path, "smoke"), resume=True, create=False)
+    path.write_text(GOOD.replace("    iterations: 2\n", "    iterations: 2\n    settings: {m3fppo: {lr: 0.001}}\n"))
+    with pytest.raises(SweepError, match=r"trial potential__m3fppo__N5__s0 was started with other settings .*"
+                                         r"\(lr: 5e-05 -> 0.001\)"):
+        check_ledger(out, load_experiment(path, "paper"), resume=True, create=False)
+    with pytest.raises(SweepError, match="no sweep to resume"):
+        check_ledger(tmp_path / "empty", sweep, resume=True, create=False)
+
+    stored = json.loads((out / "sweep.json").read_text())["trials"][0]["settings"]
+    defaults = {f.name: f.default for f in dataclasses.fields(sweep.trials[0].settings)}
+    at_default = next(k for k in reversed(list(stored)) if stored[k] == defaults[k])
+    older = {k: v for k, v in stored.items() if k != at_default}  # as if the field were added since
+    assert settings_diff(older, sweep.trials[0].settings) == ""
+    assert settings_diff({**stored, "retired": 1}, sweep.trials[0].settings) == "retired: 1 -> (no such setting)"
