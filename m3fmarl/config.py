@@ -60,8 +60,15 @@ class PPOSettings:
     """Passes over the train batch per iteration."""
     num_envs_per_env_runner: int = 64
     """Copies B of the batched env stepped together in one sampler."""
+    minibatching: str | None = None
+    """``shuffled`` (rows reshuffled every epoch, RLlib 2.x) or ``reference`` (contiguous slices
+    in collection order, only their order permuted per epoch: the authors' RLlib 1.8 + MARLlib
+    on one CPU, spec §1.1 item 6); ``null`` = per variant (reference → reference, paper →
+    shuffled)."""
 
     def __post_init__(self) -> None:
+        if self.minibatching not in (None, "shuffled", "reference"):
+            raise ConfigError(f"minibatching must be shuffled, reference or null, got {self.minibatching!r}")
         positive = ("lr", "train_batch_size", "minibatch_size", "num_epochs", "num_envs_per_env_runner")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -93,6 +100,8 @@ class PPOSettings:
             out["kl_coeff"] = self.kl_coeff
         if self.kl_target is not None:
             out["kl_target"] = self.kl_target
+        if self.minibatching is not None:
+            out["learner_config_dict"]["minibatching"] = self.minibatching
         return out
 
 

@@ -48,6 +48,8 @@ from ray.rllib.utils.metrics import (
 from m3fmarl.algorithms.m3fppo import (
     KL_SETTINGS,
     KL_STAT_KEY,
+    MINIBATCHING_BY_VARIANT,
+    MINIBATCHING_KEY,
     STANDARDIZE_KEY,
     VF_CLIP_KEY,
     M3FPPOTorchLearner,
@@ -286,6 +288,7 @@ def marl_config(
             learner_class=MARLPPOTorchLearner,
             learner_config_dict={
                 VF_CLIP_KEY: 10.0, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean",
+                MINIBATCHING_KEY: MINIBATCHING_BY_VARIANT[variant],
                 MARL_KEY: {"algo": algo, "problem": problem, "num_minors": num_minors, "variant": variant,
                            "switches": switches, "num_envs": int(num_envs_per_env_runner),
                            "critic": "centralized" if algo == "mappo" else "local", "bootstrap": bootstrap},

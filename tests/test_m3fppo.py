@@ -20,8 +20,10 @@ from ray.rllib.core.columns import Columns  # noqa: E402
 from ray.rllib.algorithms.algorithm import Algorithm  # noqa: E402
 
 from m3fmarl.algorithms.m3fppo import (  # noqa: E402
+    FastTanh,
     M3FPPOTorchLearner,
     M3FPPOTorchRLModule,
+    ReferenceMinibatches,
     gae_flat,
     m3fppo_config,
     rllib18_value_loss,
@@ -120,7 +122,8 @@ def test_module_is_the_reference_network() -> None:
     assert [(m.in_features, m.out_features) for m in critic] == [(45, 256), (256, 256)]
     assert [(m.in_features, m.out_features) for m in pi] == [(256, 255)]
     assert [(m.in_features, m.out_features) for m in vf] == [(256, 1)]
-    assert sum(isinstance(m, torch.nn.Tanh) for m in module.encoder.actor_encoder.modules()) == 2
+    assert sum(isinstance(m, FastTanh) for m in module.encoder.actor_encoder.modules()) == 2
+    assert not any(isinstance(m, torch.nn.Tanh) for m in module.modules())
     for layer, norm in [(m, 1.0) for m in actor + critic] + [(m, 0.01) for m in pi + vf]:
         torch.testing.assert_close(layer.weight.norm(dim=1), torch.full((layer.out_features,), norm))
         assert torch.count_nonzero(layer.bias) == 0
@@ -177,6 +180,16 @@ def test_train_twice(algo, two_results) -> None:
     assert math.isclose(learner["curr_kl_coeff"], coeff, rel_tol=1e-6)
     for k, v in r2["timers"].items():
         assert np.isfinite(v), k
+
+
+@pytest.mark.slow
+def test_reference_variant_trains_on_exactly_the_sampled_steps(algo, two_results) -> None:
+    """``reference`` minibatching: per epoch every sampled step once, no artificial rows — the
+    module steps trained are epochs × batch exactly (RLlib's iterator would add the bootstrap rows)."""
+    assert algo.config.learner_config_dict["minibatching"] == "reference"
+    r1, _ = two_results
+    epochs, batch = algo.config.num_epochs, algo.config.train_batch_size_per_learner
+    assert r1["learners"]["default_policy"]["num_module_steps_trained"] == epochs * batch
 
 
 @pytest.mark.slow
@@ -258,3 +271,42 @@ def test_checkpoint_restores_the_kl_coefficient(algo, two_results, tmp_path) -> 
         assert restored.iteration == algo.iteration
     finally:
         restored.stop()
+
+
+def test_fast_tanh_equals_tanh_in_value_and_gradient() -> None:
+    x = torch.randn(300, 17, dtype=torch.float32, requires_grad=True)
+    y = FastTanh()(x)
+    torch.testing.assert_close(y, torch.tanh(x), rtol=0, atol=2e-7)
+    (g,) = torch.autograd.grad((y * torch.arange(17.0)).sum(), x)
+    x2 = x.detach().clone().requires_grad_(True)
+    (g2,) = torch.autograd.grad((torch.tanh(x2) * torch.arange(17.0)).sum(), x2)
+    torch.testing.assert_close(g, g2, rtol=1e-4, atol=1e-5)  # y differs from torch.tanh by ≤ 1 ulp
+
+
+def test_reference_minibatches_are_permuted_contiguous_slices_without_masked_rows() -> None:
+    """Spec §1.1 item 6: 8 epochs × 6 contiguous slices of 4 000 sampled rows = 48 steps; the
+    connector's artificial bootstrap rows (loss mask false) are not part of any slice."""
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    rows = 24_000 + 120  # 120 artificial rows, one after each episode chunk
+    index = torch.arange(rows)
+    mask = torch.ones(rows, dtype=torch.bool)
+    mask[torch.arange(120) * 201 + 200] = False
+    columns = {"i": index, Columns.LOSS_MASK: mask, "actions": (2 * index, 3 * index[:, None])}  # Tuple space
+    batch = MultiAgentBatch({"default_policy": SampleBatch(columns)}, env_steps=24_000)
+    it = ReferenceMinibatches(batch, num_epochs=8, minibatch_size=4_000, rng=np.random.default_rng(0))
+    mbs = []
+    for mb in it:
+        b = mb.policy_batches["default_policy"]
+        assert torch.equal(b["actions"][0], 2 * b["i"]) and torch.equal(b["actions"][1][:, 0], 3 * b["i"])
+        mbs.append(b["i"])
+    assert len(mbs) == 48 and all(len(m) == 4_000 for m in mbs)
+    real = index[mask]
+    for epoch in range(8):
+        seen = torch.cat(mbs[epoch * 6:(epoch + 1) * 6])
+        assert torch.equal(torch.sort(seen).values, real)  # every sampled row once per epoch
+        for m in mbs[epoch * 6:(epoch + 1) * 6]:
+            k = int((real == m[0]).nonzero())
+            assert k % 4_000 == 0 and torch.equal(m, real[k:k + 4_000])  # a contiguous slice
+    orders = [tuple(int((real == m[0]).nonzero()) // 4_000 for m in mbs[e * 6:(e + 1) * 6]) for e in range(8)]
+    assert len(set(orders)) > 1  # the slice order is permuted per epoch

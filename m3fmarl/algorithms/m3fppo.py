@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import tree
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.ppo.ppo import (
     LEARNER_RESULTS_KL_KEY,
@@ -55,6 +56,14 @@ STANDARDIZE_KEY = "standardize_advantages"
 KL_STAT_KEY = "kl_statistic"
 """``learner_config_dict`` key: KL fed to the adaptive coefficient: ``"mean"`` over all
 minibatches of the update (RLlib 1.8) or ``"last"`` minibatch (RLlib 2.60's PPOLearner)."""
+
+MINIBATCHING_KEY = "minibatching"
+"""``learner_config_dict`` key: ``"shuffled"`` (RLlib 2.x: rows reshuffled every epoch) or
+``"reference"`` (RLlib 1.8 + MARLlib on one CPU: contiguous slices of the collected batch, only
+the order of the slices permuted every epoch; spec §1.1 item 6)."""
+MINIBATCHINGS: tuple[str, ...] = ("shuffled", "reference")
+MINIBATCHING_BY_VARIANT: dict[str, str] = {"reference": "reference", "paper": "shuffled"}
+"""Default minibatching per variant (the paper does not say; standard PPO reshuffles)."""
 
 KL_COEFFS_STATE_KEY = "kl_coeffs"
 """Learner-state key under which :class:`M3FPPOTorchLearner` checkpoints the KL coefficients."""
@@ -259,6 +268,63 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+# --- minibatches -----------------------------------------------------------------------------
+
+
+class ReferenceMinibatches:
+    """Minibatches as the reference made them (spec §1.1 item 6): every module's train batch is
+    cut into contiguous ``minibatch_size`` slices in collection order (the last one shorter if
+    the size does not divide), and each epoch visits all slices once in a freshly permuted
+    order — 24 000 / 4 000 × 8 = 48 gradient steps for M3FPPO.
+
+    Rows outside the loss (``Columns.LOSS_MASK`` false: the learner connector's artificial
+    bootstrap rows at the end of every episode chunk, which RLlib 1.8 did not have) are removed
+    first, so the slices hold exactly the sampled steps.  With several modules in one batch
+    every step takes one slice per module; a module with fewer slices starts its next
+    permutation early.
+    """
+
+    def __init__(self, batch: Any, *, num_epochs: int, minibatch_size: int, rng: np.random.Generator) -> None:
+        from ray.rllib.policy.sample_batch import SampleBatch
+
+        self._env_steps = batch.env_steps()
+        self._num_epochs = int(num_epochs)
+        self._size = int(minibatch_size)
+        self._rng = rng
+        self._batches = {}
+        for module_id, module_batch in batch.policy_batches.items():
+            n = len(module_batch)
+            columns = {k: v for k, v in module_batch.items()}
+            mask = columns.pop(Columns.LOSS_MASK, None)
+            if mask is not None:
+                keep = torch.as_tensor(mask).bool()
+
+                def rows(leaf: Any) -> Any:
+                    return leaf[keep] if hasattr(leaf, "shape") and leaf.shape[:1] == (n,) else leaf
+
+                # nested columns too: a Tuple action space gives a tuple of per-part tensors
+                columns = {k: tree.map_structure(rows, v) for k, v in columns.items()}
+            self._batches[module_id] = SampleBatch(columns)
+
+    def num_slices(self, module_id: str) -> int:
+        return max(1, math.ceil(len(self._batches[module_id]) / self._size))
+
+    def __iter__(self) -> Any:
+        from ray.rllib.policy.sample_batch import MultiAgentBatch
+
+        steps = max(self.num_slices(m) for m in self._batches)
+        orders = {m: [] for m in self._batches}
+        for _ in range(self._num_epochs):
+            for _ in range(steps):
+                minibatch = {}
+                for module_id, module_batch in self._batches.items():
+                    if not orders[module_id]:
+                        orders[module_id] = list(self._rng.permutation(self.num_slices(module_id)))
+                    k = int(orders[module_id].pop(0))
+                    minibatch[module_id] = module_batch[k * self._size:(k + 1) * self._size]
+                yield MultiAgentBatch(minibatch, self._env_steps)
+
+
 # --- loss ------------------------------------------------------------------------------------
 
 
@@ -314,6 +380,27 @@ class M3FPPOTorchLearner(PPOTorchLearner):
                     standardize_advantages=self.config.learner_config_dict.get(STANDARDIZE_KEY, True),
                 )
             )
+
+    def _create_iterator_if_necessary(self, *, training_data: Any, num_total_minibatches: int = 0,
+                                      num_epochs: int = 1, minibatch_size: int | None = None,
+                                      shuffle_batch_per_epoch: bool = False, **kwargs: Any) -> Any:
+        """``learner_config_dict["minibatching"] == "reference"``: :class:`ReferenceMinibatches`
+        instead of RLlib's reshuffling ``MiniBatchCyclicIterator``."""
+        mode = self.config.learner_config_dict.get(MINIBATCHING_KEY, "shuffled")
+        if mode != "reference" or not minibatch_size or training_data.data_iterators:
+            return super()._create_iterator_if_necessary(
+                training_data=training_data, num_total_minibatches=num_total_minibatches, num_epochs=num_epochs,
+                minibatch_size=minibatch_size, shuffle_batch_per_epoch=shuffle_batch_per_epoch, **kwargs)
+        batch = self._make_batch_if_necessary(training_data=training_data)
+        for module_id in list(batch.policy_batches):
+            if not self.should_module_be_updated(module_id, batch):
+                del batch.policy_batches[module_id]
+        if not batch.policy_batches:
+            return {}
+        if not hasattr(self, "_minibatch_rng"):
+            self._minibatch_rng = np.random.default_rng(self.config.seed)
+        return ReferenceMinibatches(batch, num_epochs=num_epochs, minibatch_size=minibatch_size,
+                                    rng=self._minibatch_rng)
 
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
@@ -462,7 +549,8 @@ def m3fppo_config(
         .learners(
             num_learners=0,
             learner_class=M3FPPOTorchLearner,
-            learner_config_dict={VF_CLIP_KEY: 10.0, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean"},
+            learner_config_dict={VF_CLIP_KEY: 10.0, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean",
+                                 MINIBATCHING_KEY: MINIBATCHING_BY_VARIANT[variant]},
         )
         .training(
             gamma=0.99,
