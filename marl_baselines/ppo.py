@@ -161,6 +161,15 @@ class MARLPPO(PPO):
         )
         self._standardize = bool(self.config.learner_config_dict.get(STANDARDIZE_KEY, True))
 
+    def restore_from_path(self, path: Any, *args: Any, **kwargs: Any) -> None:
+        """RLlib's restore, then fresh sampler episodes seeded by (seed, restored iteration), so a
+        resumed run does not replay the random stream it started with."""
+        super().restore_from_path(path, *args, **kwargs)
+        seed = int(self.config.seed or 0)
+        env_seed, torch_seed = (int(x) for x in np.random.SeedSequence([seed, int(self.iteration)]).generate_state(2))
+        torch.manual_seed(torch_seed)
+        self._sampler.reset(env_seed)
+
     def _local_modules(self) -> dict[str, Any]:
         learner = self.learner_group._learner
         if learner is None:

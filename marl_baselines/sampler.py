@@ -128,7 +128,6 @@ class BatchedSampler:
             raise ValueError(f"bootstrap: invalid value {bootstrap!r}; valid: {', '.join(BOOTSTRAPS)}")
         self.core = core
         self.num_envs = int(num_envs)
-        self.rng = np.random.default_rng(seed)
         self.centralized_critic = centralized_critic
         self.bootstrap = bootstrap
         self.gamma, self.lambda_ = float(gamma), float(lambda_)
@@ -138,14 +137,19 @@ class BatchedSampler:
             groups.append(PolicyGroup(MAJOR_ID, slice(0, 1)))
         groups.append(PolicyGroup("minor", slice(core.minor_offset, n)))
         self.groups = groups
-        self.state, self.obs = core.reset(self.num_envs, self.rng)
-        self.episode_return = np.zeros(self.num_envs)
         self.recent_returns: deque[float] = deque(maxlen=100)
+        self.reset(seed)
         if core.discrete:
             self._action_width = int(core.num_actions)
         else:
             self._action_width = int(core.action_dim)
         self._others = ~np.eye(n, dtype=bool)
+
+    def reset(self, seed: int) -> None:
+        """Start fresh episodes in every copy from a new env RNG seeded with ``seed``."""
+        self.rng = np.random.default_rng(seed)
+        self.state, self.obs = self.core.reset(self.num_envs, self.rng)
+        self.episode_return = np.zeros(self.num_envs)
 
     # --- policy ------------------------------------------------------------------------------
     def _act(self, modules: dict[str, Any], obs: NDArray[np.float32]) -> tuple[NDArray, NDArray, dict[str, NDArray]]:
