@@ -208,3 +208,64 @@ def bench_train(algo: str, problem: str, num_minors: int, variant: str = "refere
     return TrainBench(algo, spec.problem, num_minors, variant, settings.train_batch_size, iterations,
                       float(np.mean(walls)), float(timers.get("env_runner_sampling_timer", np.nan)),
                       float(timers.get("learner_update_timer", np.nan)))
+
+
+# ----------------------------------------------------------------------------------------------
+# multi-agent sampling (IPPO/MAPPO)
+# ----------------------------------------------------------------------------------------------
+
+AUTHORS_MARL_JOINT_STEPS_PER_S: dict[str, float] = {
+    "beach-bar": 2170, "potential": 1920, "two-gaussians": 840, "foraging": 750, "formation": 560,
+}
+"""Joint steps/s of the authors' multi-agent envs alone at N = 20 (no policy, no RLlib; one
+core, this machine kind), as given in issue 5."""
+
+
+@dataclass
+class MarlSampleBench:
+    algo: str
+    problem: str
+    num_minors: int
+    variant: str
+    num_envs: int
+    steps: int
+    seconds: float
+
+    @property
+    def joint_steps_per_s(self) -> float:
+        return self.steps / self.seconds
+
+    @property
+    def agent_steps_per_s(self) -> float:
+        n_agents = self.num_minors + (0 if self.problem == "two-gaussians" else 1)
+        return self.joint_steps_per_s * n_agents
+
+    @property
+    def vs_authors_env(self) -> float | None:
+        """Our sampling (env + inference + GAE) over the authors' env alone, at N = 20 only."""
+        base = AUTHORS_MARL_JOINT_STEPS_PER_S.get(self.problem)
+        return None if base is None or self.num_minors != 20 else self.joint_steps_per_s / base
+
+
+def bench_marl_sampling(algo: str, problem: str, num_minors: int, variant: str = "reference", num_envs: int = 24,
+                        min_seconds: float = 3.0, fragment: int = 50) -> MarlSampleBench:
+    """Joint env steps/s of IPPO/MAPPO sampling: the batched sampler with freshly initialised
+    policies (actor inference, the env, critic values and GAE at the end of each fragment)."""
+    import torch
+
+    from m3fmarl.multiagent import MultiAgentCore
+    from marl_baselines.ppo import MAPPO_BOOTSTRAP, module_specs
+    from marl_baselines.sampler import BatchedSampler
+
+    torch.set_num_threads(1)
+    core = MultiAgentCore(canonical_name(problem), num_minors, variant)
+    torch.manual_seed(0)
+    modules = {mid: spec.build() for mid, spec in module_specs(algo, core).items()}
+    sampler = BatchedSampler(core, num_envs, seed=0, centralized_critic=algo == "mappo",
+                             bootstrap=MAPPO_BOOTSTRAP[variant] if algo == "mappo" else "next_obs")
+    sampler.sample(modules, 5)  # warm-up
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        sampler.sample(modules, fragment)
+        steps += fragment * num_envs
+    return MarlSampleBench(algo, core.name, num_minors, variant, num_envs, steps, time.perf_counter() - start)

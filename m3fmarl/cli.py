@@ -231,6 +231,31 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_marl(args: argparse.Namespace) -> int:
+    """Joint steps/s of IPPO/MAPPO sampling (env + policy inference + values/GAE)."""
+    from dataclasses import asdict
+
+    from m3fmarl.bench import bench_marl_sampling, machine_info
+    from m3fmarl.problems import PROBLEMS
+
+    problems = args.problem or list(PROBLEMS)
+    rows = []
+    if not args.json:
+        print(f"bench marl: {args.algo} sampling, {args.variant}, B={args.num_envs} copies, fresh policies, one core")
+        print(f"{'problem':<14} {'N':>4} {'joint steps/s':>14} {'agent steps/s':>14} {'vs authors env @N=20':>21}")
+    for problem in problems:
+        for n in args.num_minors:
+            b = bench_marl_sampling(args.algo, problem, n, args.variant, args.num_envs, args.seconds)
+            rows.append({**asdict(b), "joint_steps_per_s": b.joint_steps_per_s, "vs_authors_env": b.vs_authors_env})
+            if not args.json:
+                vs = f"{b.vs_authors_env:.1f}x" if b.vs_authors_env is not None else ""
+                print(f"{b.problem:<14} {n:>4} {_fmt_rate(b.joint_steps_per_s):>14} "
+                      f"{_fmt_rate(b.agent_steps_per_s):>14} {vs:>21}", flush=True)
+    if args.json:
+        print(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Roll out every problem with the fixed P0 policy; print returns and speed; save a picture."""
     import numpy as np
@@ -422,6 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env (joint) steps per iteration instead of the config's (e.g. 2400 for IPPO at N=300)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_train)
+
+    p = bsub.add_parser("marl", help="joint steps/s of IPPO/MAPPO sampling (env + inference + GAE)")
+    p.add_argument("--algo", choices=("ippo", "mappo"), default="ippo")
+    p.add_argument("--problem", type=_problem, action="append", help=f"repeatable; default all of: {problems}")
+    p.add_argument("--num-minors", type=_positive_int, nargs="+", default=[20, 300])
+    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--num-envs", type=_positive_int, default=24, help="copies stepped together (default 24)")
+    p.add_argument("--seconds", type=float, default=3.0, help="minimum timing per row")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_marl)
 
     from m3fmarl.sweep import add_parser as add_sweep_parser
 

@@ -118,3 +118,12 @@ def test_ippo_learns_beach_bar(tmp_path: Path, ray_session: None) -> None:
     print(f"IPPO beach-bar N=5: {trained.mean:.1f} ± {trained.ci95:.1f}; uniform {uniform.mean:.1f} ± "
           f"{uniform.ci95:.1f}")
     assert trained.mean - trained.ci95 > uniform.mean + uniform.ci95 + 20.0
+
+
+def test_bench_marl_reports_sampling_rates(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "marl", "--algo", "mappo", "--problem", "beach-bar", "--num-minors", "3", "20",
+                 "--num-envs", "4", "--seconds", "0.2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["num_minors"] for r in rows] == [3, 20]
+    assert all(r["joint_steps_per_s"] > 0 for r in rows)
+    assert rows[0]["vs_authors_env"] is None and rows[1]["vs_authors_env"] > 0  # the authors' figure is for N=20
