@@ -351,13 +351,35 @@ def _make_callback(table: ProgressTable) -> Any:
     return _Progress()
 
 
+def _probe(address: str) -> None:
+    """Fail fast (one line) if a ``host:port`` or ``ray://host:port`` address does not accept
+    connections; ``auto`` is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise SweepError(f"--address {address}: expected auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise SweepError(f"--address {address}: nothing answers there ({err.strerror or err}); is the Ray "
+                         "head running?") from None
+
+
 def _init_ray(address: str | None, cpus: int | None) -> None:
     import ray
 
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     if address:
         # An existing cluster (or a Ray Jobs driver): keep the job's runtime env (working_dir).
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        _probe(address)  # ray.init would wait for an unreachable GCS for a very long time
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SweepError(f"--address {address}: cannot connect to a Ray cluster ({first})") from None
     else:
         # "local": a new Ray of our own even if `ray start` runs on this machine.
         ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False,
@@ -468,7 +490,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not 0 <= args.trial_index < len(sweep.trials):
             raise SweepError(f"--trial-index {args.trial_index} out of range; {sweep.path.name} ({sweep.budget}) "
                              f"has trials 0..{len(sweep.trials) - 1}")
-        check_ledger(out, sweep, resume=True, create=True)
+        try:
+            check_ledger(out, sweep, resume=True, create=True)
+        except OSError as err:
+            raise SweepError(f"--out {out}: cannot write the sweep directory ({err.strerror})") from None
         trial = sweep.trials[args.trial_index]
         print(f"trial {args.trial_index}/{len(sweep.trials)}: {trial.name}, {trial.iterations} iterations x "
               f"{trial.settings.train_batch_size} env steps -> {trial_dir(out.resolve(), trial)}", flush=True)
@@ -477,7 +502,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"trial {trial.name}: finished, evaluation {m['eval_mean']:.2f} ± {m['eval_ci95']:.2f}", flush=True)
         return 0
     check_ledger(out, sweep, resume=args.resume, create=False)
-    check_ledger(out, sweep, resume=True, create=True)
+    try:
+        check_ledger(out, sweep, resume=True, create=True)
+    except OSError as err:
+        raise SweepError(f"--out {out}: cannot write the sweep directory ({err.strerror})") from None
     return run_sweep(sweep, out, address=args.address, cpus=args.cpus, max_failures=args.max_failures,
                      checkpoint_every=args.checkpoint_every, report_every=args.report_every)
 
@@ -508,7 +536,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", help="sweep directory (default results/sweeps/<id>-<budget>)")
     p.add_argument("--address", help="Ray cluster to use: auto, host:port or ray://host:port (default: start a "
                                      "local Ray with this machine's CPUs)")
-    p.add_argument("--cpus", type=_nonneg_int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--cpus", type=_positive_int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in --out: keep finished trials, resume the others from checkpoints")
     p.add_argument("--max-failures", type=_nonneg_int, default=2, help="retries of a failing trial (default 2)")

@@ -112,7 +112,8 @@ budgets:
 
 BAD = [
     # (replace old → new in GOOD, expected line, message part)
-    ("problems: [potential, beach-bar]", "problems: [potential, beech]", 2, "unknown problem 'beech'; valid: two-gaussians"),
+    ("problems: [potential, beach-bar]", "problems: [potential, beech]", 2,
+     "unknown problem 'beech'; valid: two-gaussians"),
     ("    seeds: [0, 1]", "    seedz: [0, 1]", 6, "unknown key 'seedz' in grid[0]; valid: algorithms"),
     ("id: t\n", "id: t\nrepeat: 3\n", 2, "unknown key 'repeat' in the experiment; valid: id"),
     ("    iterations: 1", "    iterations: 1\n    itertions: 2", 12, "unknown key 'itertions' in budgets.smoke"),
@@ -325,3 +326,23 @@ def test_resume_refuses_other_settings_or_another_sweep(tmp_path):
     older = {k: v for k, v in stored.items() if k != at_default}  # as if the field were added since
     assert settings_diff(older, sweep.trials[0].settings) == ""
     assert settings_diff({**stored, "retired": 1}, sweep.trials[0].settings) == "retired: 1 -> (no such setting)"
+
+
+def test_unreachable_cluster_fails_fast(tmp_path):
+    """`--address host:port` where nothing listens: one line, exit 2, within seconds (ray.init
+    itself would keep retrying)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD)
+    t0 = time.monotonic()
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--out", str(tmp_path / "out"), "--address", f"127.0.0.1:{port}"],
+                       capture_output=True, text=True, env=_env(), timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip() == (f"m3fmarl: error: --address 127.0.0.1:{port}: nothing answers there (Connection "
+                                "refused); is the Ray head running?")
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "out" / "trials").exists()
