@@ -346,3 +346,44 @@ def test_unreachable_cluster_fails_fast(tmp_path):
                                 "refused); is the Ray head running?")
     assert time.monotonic() - t0 < 30
     assert not (tmp_path / "out" / "trials").exists()
+
+
+@pytest.mark.slow
+def test_trial_index_runs_a_mappo_trial(tmp_path):
+    """Array mode (`--trial-index`, no Ray Tune) on a multi-agent baseline: the trial writes the
+    `m3fmarl train` run directory plus a multi-agent evaluation over two N."""
+    from m3fmarl.train import ALGORITHM_BUILDERS
+
+    if "mappo" not in ALGORITHM_BUILDERS:
+        pytest.skip("MAPPO is not in m3fmarl.train.ALGORITHM_BUILDERS")
+    exp = tmp_path / "marl.yaml"
+    exp.write_text("""\
+id: marl
+problems: [potential]
+grid:
+  - algorithms: [mappo]
+    num_minors: [3]
+    seeds: [0, 1]
+    iterations: 1
+    settings:
+      mappo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
+evaluation: {num_minors: [3, 5], episodes: 4}
+""")
+    out = tmp_path / "out"
+    base = [*M3FCLI, "sweep", str(exp), "--out", str(out)]
+    listing = subprocess.run([*base, "--list"], capture_output=True, text=True, env=_env(), timeout=120)
+    assert listing.stdout.splitlines()[1:] == ["0 potential__mappo__N3__s0 1 2000 1 todo",
+                                               "1 potential__mappo__N3__s1 1 2000 1 todo"]
+    for index, name in [(1, "potential__mappo__N3__s1")]:
+        p = subprocess.run([*base, "--trial-index", str(index)], capture_output=True, text=True, env=_env(),
+                           timeout=300)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        run_dir = out / "trials" / name
+        assert {"run.json", "config.yaml", "progress.csv", "checkpoints", "evaluation.json"} <= {
+            q.name for q in run_dir.iterdir()}
+        ev = json.loads((run_dir / "evaluation.json").read_text())
+        assert [(r["num_minors"], r["execution"], r["episodes"]) for r in ev["results"]] == [
+            (3, "multi-agent", 4), (5, "multi-agent", 4)]
+    again = subprocess.run([*base, "--list"], capture_output=True, text=True, env=_env(), timeout=120)
+    assert again.stdout.splitlines()[1:] == ["0 potential__mappo__N3__s0 1 2000 1 todo",
+                                             "1 potential__mappo__N3__s1 1 2000 1 finished"]
