@@ -375,11 +375,19 @@ def _init_ray(address: str | None, cpus: int | None) -> None:
     if address:
         # An existing cluster (or a Ray Jobs driver): keep the job's runtime env (working_dir).
         _probe(address)  # ray.init would wait for an unreachable GCS for a very long time
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-        except (ConnectionError, ValueError, RuntimeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise SweepError(f"--address {address}: cannot connect to a Ray cluster ({first})") from None
+        for attempt in (1, 2):
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+                break
+            except ConnectionAbortedError:  # Ray Client: the head could not start our server (yet)
+                if attempt == 2:
+                    raise SweepError(f"--address {address}: the Ray Client server on the head failed to start a "
+                                     "driver for us twice (see ray_client_server*.err in the head's logs)") from None
+                time.sleep(5)
+            except (ConnectionError, ValueError, RuntimeError) as err:
+                lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+                raise SweepError(f"--address {address}: cannot connect to a Ray cluster "
+                                 f"({lines[-1].strip() if lines else type(err).__name__})") from None
     else:
         # "local": a new Ray of our own even if `ray start` runs on this machine.
         ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False,

@@ -57,7 +57,10 @@ def ray_head(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(PATH=f"{BIN}:{env.get('PATH', '')}", OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0",
                RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", RAY_AUTH_MODE="token",
-               RAY_AUTH_TOKEN=secrets.token_hex(32))
+               RAY_AUTH_TOKEN=secrets.token_hex(32),
+               # Ray Client's per-driver server may take longer than the default 30 s to answer on
+               # a machine busy with the rest of the suite.
+               RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="120")
     gcs, dashboard, client, agent = _free_ports(4)
     temp = Path(f"/tmp/rj-{os.getpid()}-{gcs}")  # short: Ray's socket paths live under it
     tmp_path = tmp_path_factory.mktemp("ray-head")
