@@ -101,7 +101,7 @@ def test_ray_job_submit_runs_the_smoke_sweep(ray_head, tmp_path):
         [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
          "m3fmarl", "sweep", "experiments/fig5.yaml", "--budget", "smoke", "--address", "auto", "--out", str(out),
          "--report-every", "10"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - t0
     text = job.stdout + job.stderr
     assert job.returncode == 0, text[-4000:]
@@ -136,7 +136,7 @@ evaluation: {episodes: 5}
 """)
     out = tmp_path / "out"
     p = subprocess.run([str(BIN / "m3fmarl"), "sweep", str(exp), "--address", client, "--out", str(out)],
-                       env=env, capture_output=True, text=True, timeout=300)
+                       env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "ray: 2 CPUs on 1 node(s)" in p.stdout and "all 2 trials finished" in p.stdout
     for seed in (0, 1):

@@ -131,7 +131,7 @@ def test_sbatch_sweep_runs_every_trial_on_a_ray_cluster_in_the_job(slurm, tmp_pa
                          timeout=60)
     assert sub.returncode == 0, sub.stderr
     job = sub.stdout.strip().split(";")[0]
-    _wait_job(job, 400)
+    _wait_job(job, 900)
     seconds = time.monotonic() - t0
     log = (tmp_path / f"sweep-{job}.out").read_text()
     assert _exit_codes(job)[:1] == ["0:0"], log[-4000:]
@@ -172,7 +172,7 @@ def test_array_script_runs_one_trial_per_task_into_the_same_layout(slurm, tmp_pa
     assert sub.returncode == 0, sub.stdout + sub.stderr
     job = re.search(r"Submitted batch job (\d+)", sub.stdout).group(1)
     assert "3 potential__m3fppo__N5__s1 2 4000 1 todo" in sub.stdout
-    _wait_job(job, 400)
+    _wait_job(job, 900)
     codes = _exit_codes(job)
     logs = "".join(p.read_text() for p in sorted(tmp_path.glob("array-*.out")))
     assert codes == ["0:0"] * 4, logs[-4000:]
@@ -186,7 +186,7 @@ def test_array_script_runs_one_trial_per_task_into_the_same_layout(slurm, tmp_pa
     again = subprocess.run(["sbatch", "--parsable", "--array=0-1", f"--output={tmp_path}/again-%A_%a.out", *cmd],
                            cwd=REPO, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
     job2 = again.stdout.strip().split(";")[0]
-    _wait_job(job2, 200)
+    _wait_job(job2, 600)
     assert _exit_codes(job2) == ["0:0"] * 2
     assert "already finished; nothing to do" in (out / "logs" / f"{TRIALS[0]}.log").read_text()
     assert {n: (out / "trials" / n / "evaluation.json").stat().st_mtime_ns for n in TRIALS} == before

@@ -214,7 +214,7 @@ budgets:
     slow = ["potential__m3fppo__N5__s0", "potential__m3fppo__N5__s1"]
     log1 = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 480
     try:
         while True:
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -237,7 +237,7 @@ budgets:
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
     assert again.returncode == 2 and "pass --resume" in again.stderr
 
-    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=_env(), timeout=300)
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=_env(), timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "4 trials" in resumed.stdout and "2 finished (kept), 2 to run" in resumed.stdout
     for n in fast:  # finished trials: untouched and not started again
@@ -280,7 +280,7 @@ evaluation: {{episodes: 5}}
     bad.mkdir(parents=True)
     (bad / "notes.txt").write_text("not a run directory")
     cmd = [*M3FCLI, "sweep", str(exp), "--out", str(out), "--cpus", "2", "--max-failures", "1"]
-    first = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    first = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert "1 of 2 trials not finished" in first.stderr
     assert "potential__m3fppo__N5__s1: RunError" in first.stderr
@@ -291,7 +291,7 @@ evaluation: {{episodes: 5}}
     kept = _snapshot(good)
 
     (bad / "notes.txt").unlink()
-    second = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=_env(), timeout=300)
+    second = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=_env(), timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "1 finished (kept), 1 to run" in second.stdout
     assert _snapshot(good) == kept
