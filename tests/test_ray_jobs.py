@@ -49,6 +49,14 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _listens(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """A Ray head (2 CPUs) of this test only; stopped by SIGTERM to its `ray start --block`."""
@@ -77,9 +85,10 @@ def ray_head(tmp_path_factory):
             assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "Ray head not healthy after 120 s"
             time.sleep(1)
-        while not _answers(f"http://127.0.0.1:{dashboard}/api/version"):  # the Jobs API comes up later
+        while not (_answers(f"http://127.0.0.1:{dashboard}/api/version")  # the Jobs API and the Ray
+                   and _listens(client)):                                  # Client server come up later
             assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "Ray dashboard (Jobs API) not up after 120 s"
+            assert time.monotonic() < deadline, "Ray dashboard (Jobs API) or client server not up after 120 s"
             time.sleep(1)
         yield env, f"http://127.0.0.1:{dashboard}", f"ray://127.0.0.1:{client}"
     finally:
