@@ -413,6 +413,11 @@ def run_sweep(sweep: Sweep, out: Path, *, address: str | None = None, cpus: int 
             resources = ray.cluster_resources()
             print(f"ray: {int(resources.get('CPU', 0))} CPUs on {len([n for n in ray.nodes() if n['Alive']])} "
                   f"node(s); {max(t.cpus for t in todo)} CPU per trial; max_failures={max_failures}", flush=True)
+            largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+            too_big = [t.name for t in todo if t.cpus > largest]
+            if too_big:  # Tune would keep them pending for ever
+                raise SweepError(f"{too_big[0]} needs {trials_cpus(todo, too_big[0])} CPUs, but the largest Ray "
+                                 f"node has {largest:g}")
             attempt = 1 + len(list((out / "tune").glob("attempt-*")))
             trials = {t.name: t for t in todo}
             trainable = tune.with_resources(
@@ -437,6 +442,10 @@ def run_sweep(sweep: Sweep, out: Path, *, address: str | None = None, cpus: int 
     else:
         errors = {}
     return _finish(sweep, out, table, errors)
+
+
+def trials_cpus(trials: list[Trial], name: str) -> int:
+    return next(t.cpus for t in trials if t.name == name)
 
 
 def _finish(sweep: Sweep, out: Path, table: ProgressTable, errors: dict[str, Any]) -> int:

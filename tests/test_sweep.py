@@ -387,3 +387,17 @@ evaluation: {num_minors: [3, 5], episodes: 4}
     again = subprocess.run([*base, "--list"], capture_output=True, text=True, env=_env(), timeout=120)
     assert again.stdout.splitlines()[1:] == ["0 potential__mappo__N3__s0 1 2000 1 todo",
                                              "1 potential__mappo__N3__s1 1 2000 1 finished"]
+
+
+@pytest.mark.slow
+def test_trial_larger_than_any_node_is_refused(tmp_path):
+    """A block asking more CPUs per trial than the largest Ray node has would stay pending for
+    ever in Tune: refused with one line, exit 2."""
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD.replace("    iterations: 2\n", "    iterations: 2\n    cpus: 3\n"))
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--out", str(tmp_path / "out"), "--cpus", "2"],
+                       capture_output=True, text=True, env=_env(), timeout=300)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1] == ("m3fmarl: error: potential__m3fppo__N5__s0 needs 3 CPUs, but the "
+                                                 "largest Ray node has 2")
+    assert not (tmp_path / "out" / "trials").exists()
