@@ -31,6 +31,7 @@ from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS
 from ray.rllib.utils.torch_utils import explained_variance
 
 from m3fmarl.algorithms.m3fppo import (
+    MINIBATCHING_KEY,
     STANDARDIZE_KEY,
     VF_CLIP_KEY,
     M3FPPOTorchLearner,
@@ -192,6 +193,8 @@ def m3fa2c_config(
         learner_class=M3FA2CTorchLearner,
         learner_config_dict={VF_CLIP_KEY: None, STANDARDIZE_KEY: False, LOSS_REDUCTION_KEY: "sum"},
     )
+    # One step on the whole batch: no minibatches, so PPO's per-variant minibatching does not apply.
+    config.learner_config_dict.pop(MINIBATCHING_KEY, None)
     config.training(
         num_epochs=1,
         minibatch_size=None,
