@@ -152,9 +152,15 @@ class BatchedSampler:
         self.episode_return = np.zeros(self.num_envs)
 
     # --- policy ------------------------------------------------------------------------------
-    def _act(self, modules: dict[str, Any], obs: NDArray[np.float32]) -> tuple[NDArray, NDArray, dict[str, NDArray]]:
+    def _act(self, modules: dict[str, Any], obs: NDArray[np.float32], keys: NDArray[np.int64] | None = None,
+             ) -> tuple[NDArray, NDArray, dict[str, NDArray]]:
         """Sample every agent's action. Returns actions ``(B, n[, d])``, log-probs ``(B, n)`` and
-        the distribution inputs per policy ``{module_id: (B, k, width)}``."""
+        the distribution inputs per policy ``{module_id: (B, k, width)}``.
+
+        ``keys`` (``(B, n)``, :meth:`MultiAgentCore.own_keys` of the state ``obs`` belongs to):
+        agents of a copy with equal keys have equal observations, so the policy is evaluated once
+        per distinct (copy, key) and its output shared (Beach bar: ≤ 25 passes per copy instead
+        of N); every agent still samples its own action."""
         b, n, d = obs.shape
         if self.core.discrete:
             actions = np.empty((b, n), dtype=np.int64)
@@ -165,8 +171,13 @@ class BatchedSampler:
         with torch.no_grad():
             for g in self.groups:
                 module = modules[g.module_id]
-                x = torch.from_numpy(np.ascontiguousarray(obs[:, g.slice]).reshape(-1, d))
-                inputs = actor_inputs(module, x)
+                rows = np.ascontiguousarray(obs[:, g.slice]).reshape(-1, d)
+                unique = _distinct_rows(keys[:, g.slice], self.core.num_own_keys) if keys is not None else None
+                if unique is None:
+                    inputs = actor_inputs(module, torch.from_numpy(rows))
+                else:
+                    first, inverse = unique
+                    inputs = actor_inputs(module, torch.from_numpy(rows[first]))[torch.from_numpy(inverse)]
                 dist = module.get_exploration_action_dist_cls().from_logits(inputs)
                 a = dist.sample()
                 lp = dist.logp(a)
@@ -192,7 +203,8 @@ class BatchedSampler:
         others = others.reshape(b, n, (n - 1) * feats.shape[-1])
         return np.concatenate([np.broadcast_to(glob[:, None], (b, n, glob.shape[1])), others], axis=2)
 
-    def _values(self, modules: dict[str, Any], obs: NDArray, critic_obs: NDArray | None) -> NDArray[np.float64]:
+    def _values(self, modules: dict[str, Any], obs: NDArray, critic_obs: NDArray | None,
+                keys: NDArray[np.int64] | None = None) -> NDArray[np.float64]:
         """V for every agent of stacked steps: ``obs (..., n, D)`` → ``(..., n)``, evaluated in
         chunks of about :data:`VALUE_CHUNK_ROWS` rows (one pass over a whole rollout's
         activations would not fit in cache: 2–3× slower at N = 300)."""
@@ -200,6 +212,9 @@ class BatchedSampler:
         n = obs.shape[-2]
         flat_obs = obs.reshape((-1,) + obs.shape[-2:])  # (L, n, D)
         flat_c = None if critic_obs is None else critic_obs.reshape((-1,) + critic_obs.shape[-2:])
+        # an obs-only critic gives equal values for equal observations (a MAPPO critic does not:
+        # its input holds the other agents' actions)
+        flat_k = None if keys is None or flat_c is not None else keys.reshape((-1, n))
         out = np.empty((flat_obs.shape[0], n), dtype=np.float64)
         with torch.no_grad():
             for g in self.groups:
@@ -209,7 +224,14 @@ class BatchedSampler:
                 step = max(1, VALUE_CHUNK_ROWS // k)
                 for i in range(0, flat_obs.shape[0], step):
                     o = flat_obs[i:i + step, sel]
-                    batch = {OBS: torch.from_numpy(np.ascontiguousarray(o).reshape(-1, o.shape[-1]))}
+                    rows = np.ascontiguousarray(o).reshape(-1, o.shape[-1])
+                    unique = None if flat_k is None else _distinct_rows(flat_k[i:i + step, sel], self.core.num_own_keys)
+                    if unique is not None:
+                        first, inverse = unique
+                        v = module.compute_values({OBS: torch.from_numpy(rows[first])}).numpy()[inverse]
+                        out[i:i + step, sel] = v.reshape(-1, k)
+                        continue
+                    batch = {OBS: torch.from_numpy(rows)}
                     if flat_c is not None:
                         c = flat_c[i:i + step, sel]
                         batch[CRITIC_OBS] = torch.from_numpy(np.ascontiguousarray(c).reshape(-1, c.shape[-1]))
@@ -231,12 +253,18 @@ class BatchedSampler:
         rew_buf = np.empty((t_len, b))
         end_buf = np.zeros((t_len, b), dtype=bool)
         cobs_buf = None
+        key_buf = None
         final_obs: dict[int, tuple[NDArray, NDArray]] = {}  # t -> (copies that ended, their last obs)
         stats = SampleStats()
         for t in range(t_len):
             obs = self.obs
-            actions, logp, dists = self._act(modules, obs)
+            keys = core.own_keys(self.state)
+            actions, logp, dists = self._act(modules, obs, keys)
             obs_buf[t], act_buf[t], logp_buf[t] = obs, actions, logp
+            if keys is not None:
+                if key_buf is None:
+                    key_buf = np.empty((t_len,) + keys.shape, dtype=np.int64)
+                key_buf[t] = keys
             for mid, d in dists.items():
                 dist_buf[mid].append(d)
             if self.centralized_critic:
@@ -262,7 +290,7 @@ class BatchedSampler:
             self.obs = next_obs
         stats.env_steps = t_len * b
         stats.agent_steps = t_len * b * n
-        values = self._values(modules, obs_buf, cobs_buf)  # (T, B, n)
+        values = self._values(modules, obs_buf, cobs_buf, key_buf)  # (T, B, n)
         next_values = np.empty_like(values)
         next_values[:-1] = values[1:]
         if self.centralized_critic and self.bootstrap == "last_step":
@@ -306,6 +334,17 @@ class BatchedSampler:
             return self._values(modules, obs, None)
         actions, _, _ = self._act(modules, obs)
         return self._values(modules, obs, self.critic_obs(obs, actions))
+
+
+def _distinct_rows(keys: NDArray[np.int64], num_keys: int | None) -> tuple[NDArray, NDArray] | None:
+    """For ``keys`` ``(R, k)`` (own-state ids of k agents in R copies/steps): the flat indices of
+    one representative row per distinct (row, key) and the inverse map, or None when that would
+    not save work (at most ``num_keys`` distinct values per row, so only for k > num_keys)."""
+    if num_keys is None or keys.shape[1] <= num_keys:
+        return None
+    flat = (np.arange(keys.shape[0], dtype=np.int64)[:, None] * num_keys + keys).ravel()
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
 
 
 def _put(state: Any, idx: NDArray[np.int64], fresh: Any) -> Any:

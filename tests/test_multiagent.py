@@ -325,3 +325,33 @@ def test_mappo_critic_sees_the_global_state_and_the_actor_does_not() -> None:
     glob = core.global_state(obs)[0]
     own = glob[-core.num_agents * 2:].reshape(core.num_agents, 2)
     np.testing.assert_allclose(own[1:], sampler.state.minors[0], atol=1e-6)
+
+
+def test_beach_bar_policy_runs_once_per_distinct_cell_with_the_same_outputs() -> None:
+    """With N > 25 minors, Beach bar agents of a copy that share a cell share an observation; the
+    sampler evaluates actor and critic once per (copy, cell) — the outputs must equal the
+    one-pass-per-agent ones."""
+    import torch
+
+    from marl_baselines.ppo import module_specs
+
+    core = MultiAgentCore("beach-bar", 60, "reference")
+    torch.manual_seed(0)
+    modules = {mid: spec.build() for mid, spec in module_specs("ippo", core).items()}
+    sampler = BatchedSampler(core, num_envs=3, seed=4)
+    keys = core.own_keys(sampler.state)
+    assert keys.shape == (3, 61) and keys[:, 0].tolist() == [25, 25, 25]
+    calls: list[int] = []
+    encoder = modules["minor"].encoder.actor_encoder
+    hook = encoder.register_forward_hook(lambda m, inp, out: calls.append(len(inp[0]["obs"])))
+    _, _, shared = sampler._act(modules, sampler.obs, keys)
+    _, _, plain = sampler._act(modules, sampler.obs, None)
+    hook.remove()
+    assert calls[0] == len({(c, k) for c in range(3) for k in keys[c, 1:]}) <= 75 and calls[1] == 180
+    torch.testing.assert_close(torch.from_numpy(shared["minor"]), torch.from_numpy(plain["minor"]),
+                               rtol=1e-5, atol=1e-6)
+    obs = np.stack([sampler.obs, sampler.obs])
+    v_shared = sampler._values(modules, obs, None, np.stack([keys, keys]))
+    v_plain = sampler._values(modules, obs, None, None)
+    np.testing.assert_allclose(v_shared, v_plain, rtol=1e-5, atol=1e-6)
+    assert core.num_own_keys == 26 and MultiAgentCore("formation", 60).own_keys(sampler.state) is None

@@ -137,6 +137,17 @@ class MultiAgentCore:
             minors = a[:, self.minor_offset:]
         return self.problem.step(state, major, minors, rng)
 
+    @property
+    def num_own_keys(self) -> int | None:
+        """How many distinct own states an agent can have (Beach bar: 25 cells), else None."""
+        return self._encoder.num_own_keys
+
+    def own_keys(self, state: State) -> NDArray[np.int64] | None:
+        """``(B, n_agents)`` id of each agent's own state, for problems whose own state is one of
+        :attr:`num_own_keys` values (Beach bar); agents of one copy with the same key have the
+        same observation.  None for continuous own states."""
+        return self._encoder.own_keys(state)
+
     def global_state(self, obs: NDArray[np.float32]) -> NDArray[np.float32]:
         """``(B, G)``: the shared part of the observation once, then every agent's own slot."""
         b = obs.shape[0]
@@ -156,6 +167,10 @@ class MultiAgentCore:
 
 class _Encoder:
     own_dim: int
+    num_own_keys: int | None = None
+
+    def own_keys(self, state: Any) -> NDArray[np.int64] | None:
+        return None
 
     def __init__(self, problem: Any) -> None:
         self.p = problem
@@ -240,6 +255,11 @@ class _BeachBar(_Encoder):
     (20), the 25-number histogram (joint, or the B4 row-union values under ``reference``)."""
 
     own_dim = 10
+    num_own_keys = 26  # 25 cells; the major's fixed slot gets key 25
+
+    def own_keys(self, state: Any) -> NDArray[np.int64]:
+        b = state.minors.shape[0]
+        return np.concatenate([np.full((b, 1), 25, dtype=np.int64), state.minors], axis=1)
 
     def own(self, state: Any) -> FloatArray:
         from m3fmarl.problems.beach_bar import CELL_XY, GRID, ONE_HOT
