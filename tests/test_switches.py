@@ -9,8 +9,9 @@ from m3fmarl.m3fc.vector import M3FCVectorEnv
 from m3fmarl.problems import switch_table
 from m3fmarl.rollout import uniform_policy
 
-# Switches that act only in a view that does not exist yet (the multi-agent view, issue 5), and
-# M2 where it cannot act: only 2G and Formation decode DE differently from CE in the reference.
+# Switches that act only in the multi-agent view (tested in tests/test_multiagent.py: M3
+# marl_hist_scale, R9 marl_area_histogram), and M2 where it cannot act: only 2G and Formation
+# decode DE differently from CE in the reference.
 NOT_IN_M3FC_VIEW = {("foraging", "marl_area_histogram"), ("two-gaussians", "marl_hist_scale"),
                     ("beach-bar", "de_decode"),
                     ("foraging", "de_decode"), ("potential", "de_decode")}
