@@ -127,3 +127,23 @@ def test_bench_marl_reports_sampling_rates(capsys: pytest.CaptureFixture) -> Non
     assert [r["num_minors"] for r in rows] == [3, 20]
     assert all(r["joint_steps_per_s"] > 0 for r in rows)
     assert rows[0]["vs_authors_env"] is None and rows[1]["vs_authors_env"] > 0  # the authors' figure is for N=20
+
+
+def test_cli_train_resume_evaluate_mappo(tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture) -> None:
+    import dataclasses
+
+    import yaml
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(dataclasses.asdict(TINY)))
+    out = tmp_path / "run"
+    base = ["train", "--algo", "mappo", "--problem", "formation", "--num-minors", "3", "--config", str(cfg),
+            "--out", str(out), "--checkpoint-every", "1"]
+    assert main([*base, "--iterations", "1"]) == 0
+    assert main([*base, "--iterations", "1"]) == 2  # --out holds a run: refused without --resume
+    assert main([*base, "--iterations", "2", "--resume"]) == 0
+    assert [float(r["env_steps"]) for r in progress_rows(out)] == [200.0, 400.0]
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out), "--episodes", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)["results"]
+    assert res[0]["execution"] == "multi-agent" and res[0]["num_minors"] == 3
