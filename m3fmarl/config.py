@@ -21,8 +21,23 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 """The repository's ``configs/`` folder."""
 
 
+MINIBATCHINGS: tuple[str, ...] = ("shuffled", "reference")
+"""Valid ``minibatching`` settings (``m3fmarl.algorithms.m3fppo.ReferenceMinibatches``)."""
+
+
 class ConfigError(ValueError):
     """A bad configuration file or value (one line, names the file and the key)."""
+
+
+def _check_common(settings: Any, positive: tuple[str, ...]) -> None:
+    """Checks shared by the settings classes: ``positive`` fields > 0, γ in (0, 1], λ in [0, 1]."""
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(settings, name)}")
+    if not 0.0 < settings.gamma <= 1.0:
+        raise ConfigError(f"gamma must be in (0, 1], got {settings.gamma}")
+    if not 0.0 <= settings.lambda_ <= 1.0:
+        raise ConfigError(f"lambda_ must be in [0, 1], got {settings.lambda_}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,16 +82,9 @@ class PPOSettings:
     shuffled)."""
 
     def __post_init__(self) -> None:
-        if self.minibatching not in (None, "shuffled", "reference"):
+        if self.minibatching is not None and self.minibatching not in MINIBATCHINGS:
             raise ConfigError(f"minibatching must be shuffled, reference or null, got {self.minibatching!r}")
-        positive = ("lr", "train_batch_size", "minibatch_size", "num_epochs", "num_envs_per_env_runner")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
-        if not 0.0 <= self.lambda_ <= 1.0:
-            raise ConfigError(f"lambda_ must be in [0, 1], got {self.lambda_}")
+        _check_common(self, ("lr", "train_batch_size", "minibatch_size", "num_epochs", "num_envs_per_env_runner"))
         if self.train_batch_size % self.minibatch_size:
             raise ConfigError(f"minibatch_size ({self.minibatch_size}) must divide "
                               f"train_batch_size ({self.train_batch_size})")
@@ -188,13 +196,7 @@ class A2CSettings:
     """Copies B of the batched env (120 × 20 × 10 = 24000)."""
 
     def __post_init__(self) -> None:
-        for name in ("lr", "train_batch_size", "rollout_fragment_length", "num_envs_per_env_runner"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
-        if not 0.0 <= self.lambda_ <= 1.0:
-            raise ConfigError(f"lambda_ must be in [0, 1], got {self.lambda_}")
+        _check_common(self, ("lr", "train_batch_size", "rollout_fragment_length", "num_envs_per_env_runner"))
         chunk = self.rollout_fragment_length * self.num_envs_per_env_runner
         if self.train_batch_size % chunk:
             raise ConfigError(f"train_batch_size ({self.train_batch_size}) must be a multiple of "

@@ -60,7 +60,7 @@ from m3fmarl.algorithms.m3fppo import (
     normc_,
     use_fast_tanh,
 )
-from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
+from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore, policy_of
 from m3fmarl.multiagent.envs import register_rllib_envs, rllib_env_name
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import VARIANTS, check_choice, check_num_minors
@@ -282,7 +282,7 @@ def marl_config(
     module_ids = list(specs)
 
     def policy_mapping_fn(agent_id: Any, *args: Any, **kwargs: Any) -> str:
-        return MAJOR_ID if agent_id == MAJOR_ID else "minor"
+        return policy_of(agent_id)
 
     config = (
         PPOConfig(algo_class=MARLPPO)

@@ -24,6 +24,8 @@ import torch
 from numpy.typing import NDArray
 
 from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
+from m3fmarl.advantages import gae
+from m3fmarl.problems.core import put_copies
 
 # Column names (RLlib's Columns values, spelled out to keep this module free of ray imports).
 OBS = "obs"
@@ -39,36 +41,6 @@ CRITIC_OBS = "critic_obs"
 BOOTSTRAPS = ("next_obs", "last_step")
 """How a MAPPO critic bootstraps a cut trajectory: from the value of the next observation (paper,
 standard GAE) or from the value of the last stored step (the reference's quirk, spec §1.7)."""
-
-
-def gae(
-    values: NDArray, rewards: NDArray, next_values: NDArray, ends: NDArray, gamma: float, lambda_: float,
-) -> NDArray:
-    """GAE(γ, λ) per agent over a rollout with time as the first axis.
-
-    Args:
-        values: ``(T, …)`` V(s_t) of every agent.
-        rewards: ``(T, …)`` r_t (broadcastable to ``values``; the team reward per copy).
-        next_values: ``(T, …)`` the value that bootstraps step t: V(s_{t+1}) inside an episode,
-            V(final observation) where the episode was truncated after step t, and for the last
-            step the value of the observation the next rollout continues from.
-        ends: ``(T, …)`` bool, the episode ended (truncation) after step t: the recursion stops
-            there (bootstrapped from ``next_values``, never across episodes).  No step is
-            terminal in these problems (spec S11), so every end bootstraps.
-
-    Returns:
-        Advantages, float64, the shape of ``values``.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    deltas = np.asarray(rewards, dtype=np.float64) + gamma * np.asarray(next_values, dtype=np.float64) - values
-    carry = gamma * lambda_ * (1.0 - np.asarray(ends, dtype=np.float64))
-    carry = np.broadcast_to(carry, values.shape)
-    adv = np.empty_like(values)
-    running = np.zeros(values.shape[1:])
-    for t in range(values.shape[0] - 1, -1, -1):
-        running = deltas[t] + carry[t] * running
-        adv[t] = running
-    return adv
 
 
 def actor_inputs(module: Any, obs: torch.Tensor) -> torch.Tensor:
@@ -285,7 +257,7 @@ class BatchedSampler:
                 stats.episode_returns.extend(self.episode_return[idx].tolist())
                 self.episode_return[idx] = 0.0
                 fresh, fresh_obs = core.reset(len(idx), self.rng)
-                self.state = _put(self.state, idx, fresh)
+                self.state = put_copies(self.state, idx, fresh)
                 next_obs[idx] = fresh_obs
             self.obs = next_obs
         stats.env_steps = t_len * b
@@ -345,15 +317,3 @@ def _distinct_rows(keys: NDArray[np.int64], num_keys: int | None) -> tuple[NDArr
     flat = (np.arange(keys.shape[0], dtype=np.int64)[:, None] * num_keys + keys).ravel()
     _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
     return first, inverse.reshape(-1)
-
-
-def _put(state: Any, idx: NDArray[np.int64], fresh: Any) -> Any:
-    """``state`` with copies ``idx`` replaced by the copies of ``fresh`` (a new state object)."""
-    import dataclasses
-
-    out = {}
-    for f in dataclasses.fields(state):
-        a = np.array(getattr(state, f.name), copy=True)
-        a[idx] = getattr(fresh, f.name)
-        out[f.name] = a
-    return dataclasses.replace(state, **out)

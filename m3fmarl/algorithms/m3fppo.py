@@ -44,6 +44,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.torch_utils import explained_variance
 
 import m3fmarl
+from m3fmarl.advantages import gae
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import VARIANTS, check_choice
 
@@ -61,7 +62,6 @@ MINIBATCHING_KEY = "minibatching"
 """``learner_config_dict`` key: ``"shuffled"`` (RLlib 2.x: rows reshuffled every epoch) or
 ``"reference"`` (RLlib 1.8 + MARLlib on one CPU: contiguous slices of the collected batch, only
 the order of the slices permuted every epoch; spec §1.1 item 6)."""
-MINIBATCHINGS: tuple[str, ...] = ("shuffled", "reference")
 MINIBATCHING_BY_VARIANT: dict[str, str] = {"reference": "reference", "paper": "shuffled"}
 """Default minibatching per variant (the paper does not say; standard PPO reshuffles)."""
 
@@ -191,17 +191,10 @@ def gae_flat(
     masked out by the caller).
     """
     values = np.asarray(values, dtype=np.float64)
-    n = values.shape[0]
     not_term = 1.0 - np.asarray(terminateds, dtype=np.float64)
-    carry = gamma * lambda_ * not_term * (1.0 - np.asarray(truncateds, dtype=np.float64))
-    next_values = np.append(values[1:], 0.0)
-    deltas = np.asarray(rewards, dtype=np.float64) + gamma * not_term * next_values - values
-    adv = np.empty(n)
-    running = 0.0
-    for t in range(n - 1, -1, -1):
-        running = deltas[t] + carry[t] * running
-        adv[t] = running
-    return adv
+    next_values = np.append(values[1:], 0.0) * not_term
+    ends = np.logical_or(terminateds, truncateds)
+    return gae(values, rewards, next_values, ends, gamma, lambda_)
 
 
 class M3FGeneralAdvantageEstimation(ConnectorV2):

@@ -12,7 +12,6 @@ observation of its new episode.  Copies that do not reset step as usual.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -21,20 +20,7 @@ from gymnasium.vector.utils import batch_space
 from numpy.typing import NDArray
 
 from m3fmarl.m3fc.env import RENDER_MODES, M3FCCore
-from m3fmarl.problems.core import FloatArray, State, check_choice
-
-
-def _put(state: State, index: NDArray, part: State) -> State:
-    """A new state: ``state`` with the copies at ``index`` replaced by ``part``.
-
-    States are never modified in place (the problems memoise per state object).
-    """
-    fields = {}
-    for f in dataclasses.fields(state):
-        arr = getattr(state, f.name).copy()
-        arr[index] = getattr(part, f.name)
-        fields[f.name] = arr
-    return dataclasses.replace(state, **fields)
+from m3fmarl.problems.core import FloatArray, State, check_choice, put_copies
 
 
 class M3FCVectorEnv(VectorEnv):
@@ -84,9 +70,9 @@ class M3FCVectorEnv(VectorEnv):
                 part, r = self.core.advance(
                     self.state.take(live), xi[live], None if major is None else major[live], rng
                 )
-                self.state = _put(self.state, live, part)
+                self.state = put_copies(self.state, live, part)
                 rewards[live] = r
-            self.state = _put(self.state, resetting, self.problem.reset(int(resetting.sum()), rng))
+            self.state = put_copies(self.state, resetting, self.problem.reset(int(resetting.sum()), rng))
             self.episode_returns[resetting] = 0.0
         self.episode_returns += rewards
         truncated = (self.state.t >= self.problem.horizon) & ~resetting

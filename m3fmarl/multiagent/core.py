@@ -40,6 +40,11 @@ def minor_id(i: int) -> str:
     return f"minor_{i}"
 
 
+def policy_of(agent_id: str) -> str:
+    """Policy of an agent: ``major`` or ``minor`` (2G: every agent ``minor``; spec §1.6)."""
+    return MAJOR_ID if agent_id == MAJOR_ID else "minor"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where the parts of one agent's flat observation sit.
@@ -93,10 +98,6 @@ class MultiAgentCore:
         if self.discrete:
             return spaces.Discrete(self.num_actions)
         return spaces.Box(-1.0, 1.0, (self.action_dim,), dtype=np.float32)
-
-    def module_of(self, agent_id: str) -> str:
-        """Policy of an agent: ``major`` or ``minor`` (2G: every agent ``minor``; spec §1.6)."""
-        return MAJOR_ID if agent_id == MAJOR_ID else "minor"
 
     # --- dynamics ----------------------------------------------------------------------------
     def reset(self, num_envs: int, rng: np.random.Generator) -> tuple[State, NDArray[np.float32]]:

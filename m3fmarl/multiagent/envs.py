@@ -115,10 +115,6 @@ def _parallel_env_class() -> type:
         def close(self) -> None:
             pass
 
-        def state_vector(self) -> NDArray[np.float32]:
-            """The global state a centralised critic sees (:meth:`MultiAgentCore.global_state`)."""
-            return self.core.global_state(self.core.observe(self.state))[0]
-
     _Env.__name__ = _Env.__qualname__ = "M3FParallelEnv"
     return _Env
 

@@ -147,6 +147,19 @@ class State:
 S = TypeVar("S", bound=State)
 
 
+def put_copies(state: S, index: Any, part: S) -> S:
+    """A new state: ``state`` with the copies at ``index`` replaced by ``part``.
+
+    States are never modified in place (the problems memoise per state object).
+    """
+    fields = {}
+    for f in dataclasses.fields(state):
+        arr = np.array(getattr(state, f.name), copy=True)
+        arr[index] = getattr(part, f.name)
+        fields[f.name] = arr
+    return dataclasses.replace(state, **fields)
+
+
 def where_copies(mask: NDArray[np.bool_], new: S, old: S) -> S:
     """Per copy, ``new`` where ``mask`` (shape ``(B,)``) is true and ``old`` elsewhere."""
     out = {}
