@@ -461,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     from m3fmarl.sweep import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
+
+    from m3fmarl.results.report import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

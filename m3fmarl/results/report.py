@@ -1,0 +1,651 @@
+"""``m3fmarl report``: the paper's Table 2 and figures regenerated from sweep directories.
+
+``m3fmarl report SWEEP_DIR [SWEEP_DIR ...] [--out DIR]`` reads each sweep directory that
+``m3fmarl sweep`` wrote (the ledger ``sweep.json`` names the experiment and the budget), and
+writes into ``--out`` (default ``results/report/``)::
+
+    report.md                  what was found (experiment, budget, trials finished / missing),
+                               with every table and picture below embedded
+    table2-<budget>.md/.csv    Table 2: rows = problems, columns = IPPO, MAPPO, M3FA2C, M3FPPO,
+                               "ours mean ± ci95 (paper mean ± ci95)"; the CSV has separate columns
+    <fig>-<budget>.png         fig5, fig6, fig7, fig9, fig10, fig12, fig13: 1 × P panels, one per
+                               problem present in the data, in the paper's order
+
+What each picture shows follows spec/experiments.md §2 (curves: return against env steps, mean
+± 1 std (ddof 0) over the seeds, truncated to the shortest trial).  The paper's Table 2 numbers
+ship with the package (``paper_table2.csv``).  Only finished trials (``evaluation.json`` for the
+ledger's training length and evaluation) enter tables and evaluation lines; curves of unfinished
+trials are not drawn either.  Missing trials are listed in report.md and on stderr.  Nothing in a
+sweep directory is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from m3fmarl.sweep import EVAL_FILE, LEDGER
+
+PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
+"""Table 2 of the paper (mean ± 95 % CI at N = 20), the ``table2`` rows of spec/paper_results.csv."""
+
+PROBLEM_ORDER = ("two-gaussians", "formation", "beach-bar", "foraging", "potential")
+PROBLEM_LABELS = {"two-gaussians": "2G", "formation": "Formation", "beach-bar": "Beach", "foraging": "Foraging",
+                  "potential": "Potential"}
+"""Our problem names → the paper's (and paper_table2.csv's) short names."""
+ALGO_LABELS = {"ippo": "IPPO", "mappo": "MAPPO", "m3fa2c": "M3FA2C", "m3fppo": "M3FPPO"}
+TABLE2_ALGOS = ("ippo", "mappo", "m3fa2c", "m3fppo")
+M3F_ALGOS = ("m3fppo", "m3fa2c")
+TABLE2_N = 20
+FIGURES = ("fig5", "fig6", "fig7", "fig9", "fig10", "fig12", "fig13")
+BUDGET_NOTES = {
+    "smoke": "smoke budget: not comparable with the paper (a check that the code runs: small N, a few iterations "
+             "of small batches, a few evaluation episodes)",
+    "reduced": "reduced budget: not comparable with the paper (the paper's hyperparameters, far fewer iterations "
+               "and seeds; a reduced curve is the start of the paper's curve)",
+}
+
+
+class ReportError(ValueError):
+    """A bad report request (missing path, not a sweep directory, …): one line, exit 2."""
+
+
+# ----------------------------------------------------------------------------------------------
+# reading sweep directories
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialResult:
+    """One trial of a sweep's ledger and what its run directory holds."""
+
+    name: str
+    problem: str
+    algo: str
+    num_minors: int
+    seed: int
+    iterations: int
+    train_batch_size: int
+    run_dir: Path
+    evaluation: list[dict[str, Any]] | None
+    """The evaluation cells if the trial is finished, else None."""
+
+    @property
+    def finished(self) -> bool:
+        return self.evaluation is not None
+
+    @property
+    def env_steps(self) -> int:
+        return self.iterations * self.train_batch_size
+
+    def cell(self, num_minors: int, execution: str) -> dict[str, Any] | None:
+        """The evaluation cell at ``num_minors`` with ``execution`` (IPPO/MAPPO: any execution
+        asks for ``multi-agent``, the only one they have)."""
+        if self.algo not in M3F_ALGOS:
+            execution = "multi-agent"
+        for r in self.evaluation or []:
+            if r.get("num_minors") == num_minors and r.get("execution") == execution:
+                return r
+        return None
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(iteration, env steps, mean episode return) of the iterations in which episodes ended."""
+        its, steps, rets = [], [], []
+        try:
+            with open(self.run_dir / "progress.csv", newline="") as fh:
+                for row in csv.DictReader(fh):
+                    ret = _float(row.get("episode_return_mean"))
+                    if math.isfinite(ret):
+                        its.append(int(row["iteration"]))
+                        steps.append(_float(row.get("env_steps")))
+                        rets.append(ret)
+        except (OSError, KeyError, ValueError):
+            pass
+        return np.array(its, dtype=int), np.array(steps, dtype=float), np.array(rets, dtype=float)
+
+
+@dataclass
+class SweepResult:
+    """A sweep directory: its ledger and the state of every trial."""
+
+    path: Path
+    experiment: str
+    budget: str
+    definition: str
+    updated: str
+    trials: list[TrialResult] = field(default_factory=list)
+
+    @property
+    def finished(self) -> list[TrialResult]:
+        return [t for t in self.trials if t.finished]
+
+    @property
+    def missing(self) -> list[TrialResult]:
+        return [t for t in self.trials if not t.finished]
+
+    @property
+    def label(self) -> str:
+        return f"{self.experiment} ({self.budget} budget)"
+
+    def problems(self, algos: Iterable[str] | None = None) -> list[str]:
+        """Problems with a finished trial (of ``algos``), in the paper's order."""
+        algos = tuple(algos) if algos is not None else None
+        present = {t.problem for t in self.finished if algos is None or t.algo in algos}
+        return [p for p in PROBLEM_ORDER if p in present] + sorted(present - set(PROBLEM_ORDER))
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _matches_request(entry: dict[str, Any], ev: dict[str, Any]) -> bool:
+    """True iff ``evaluation.json`` holds the evaluation the ledger entry asks for (the check of
+    :func:`m3fmarl.sweep.is_finished`, on the stored ledger instead of a loaded experiment)."""
+    want = entry.get("evaluation") or {}
+    req = ev.get("request") or {}
+    if ev.get("iterations") != entry.get("iterations") or not isinstance(ev.get("results"), list):
+        return False
+    num_minors = want.get("num_minors") or [entry.get("num_minors")]
+    return (list(num_minors) == req.get("num_minors") and list(want.get("executions") or []) == req.get("executions")
+            and (want.get("episodes") is None or want.get("episodes") == req.get("episodes"))
+            and want.get("seed", 0) == req.get("seed"))
+
+
+def load_sweep(path: str | Path) -> SweepResult:
+    """Read the ledger and the trials' evaluations of the sweep directory ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise ReportError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise ReportError(f"{path}: not a directory (expected a sweep directory written by `m3fmarl sweep`)")
+    ledger = path / LEDGER
+    if not ledger.is_file():
+        raise ReportError(f"{path}: not a sweep directory (no {LEDGER}; `m3fmarl sweep ... --out DIR` writes one)")
+    try:
+        data = json.loads(ledger.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{ledger}: unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("trials"), list) or not all(
+            isinstance(data.get(k), str) for k in ("experiment", "budget")):
+        raise ReportError(f"{ledger}: not a sweep ledger (expected experiment, budget and trials)")
+    sweep = SweepResult(path, data["experiment"], data["budget"], str(data.get("path", "")),
+                        str(data.get("updated", "")))
+    for i, entry in enumerate(data["trials"]):
+        try:
+            name = str(entry["name"])
+            settings = entry.get("settings") or {}
+            run_dir = path / "trials" / name
+            try:
+                ev = json.loads((run_dir / EVAL_FILE).read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                ev = None
+            finished = isinstance(ev, dict) and ev.get("trial", name) == name and _matches_request(entry, ev)
+            sweep.trials.append(TrialResult(
+                name=name, problem=str(entry["problem"]), algo=str(entry["algo"]),
+                num_minors=int(entry["num_minors"]), seed=int(entry["seed"]), iterations=int(entry["iterations"]),
+                train_batch_size=int(settings.get("train_batch_size") or 0), run_dir=run_dir,
+                evaluation=list(ev["results"]) if finished else None))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ReportError(f"{ledger}: trial entry {i} is not a ledger trial (name, problem, algo, num_minors, "
+                              "seed, iterations)") from None
+    return sweep
+
+
+# ----------------------------------------------------------------------------------------------
+# Table 2
+# ----------------------------------------------------------------------------------------------
+
+
+class PaperValue(NamedTuple):
+    mean: float
+    ci95: float
+    text: str
+    """"mean ± ci95" as the paper prints it."""
+
+
+def read_paper_table2(path: Path = PAPER_TABLE2) -> dict[tuple[str, str], PaperValue]:
+    """(paper problem label, paper algorithm label) → the paper's mean ± 95 % CI at N = 20."""
+    with open(path, newline="") as fh:
+        return {(r["problem"], r["algorithm"]): PaperValue(float(r["mean"]), float(r["ci95"]),
+                                                           f"{r['mean']} ± {r['ci95']}") for r in csv.DictReader(fh)}
+
+
+@dataclass(frozen=True)
+class Table2Cell:
+    problem: str
+    algo: str
+    trial: TrialResult | None
+    """The best finished trial (highest mean of the N = 20 cell), None if there is none."""
+    result: dict[str, Any] | None
+    compared: int
+    """Finished trials of (problem, algo) with an N = 20 cell."""
+    paper: PaperValue | None
+
+
+def table2_cells(sweep: SweepResult) -> list[Table2Cell]:
+    """Per (problem, algorithm) of the sweep: the best trial's N = 20 evaluation (CE for the M3F
+    methods, multi-agent for IPPO/MAPPO), next to the paper's number."""
+    paper = read_paper_table2()
+    problems = [p for p in PROBLEM_ORDER if any(t.problem == p for t in sweep.trials)]
+    cells = []
+    for problem in problems:
+        for algo in TABLE2_ALGOS:
+            candidates = [(t, t.cell(TABLE2_N, "centralized")) for t in sweep.finished
+                          if t.problem == problem and t.algo == algo]
+            candidates = [(t, r) for t, r in candidates if r is not None]
+            best = max(candidates, key=lambda c: c[1]["mean"], default=(None, None))
+            cells.append(Table2Cell(problem, algo, best[0], best[1], len(candidates),
+                                    paper.get((PROBLEM_LABELS.get(problem, problem), ALGO_LABELS[algo]))))
+    return cells
+
+
+def _pm(mean: float, ci: float) -> str:
+    digits = 1 if abs(mean) >= 100 or ci >= 1 else 2
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def _paper_pm(paper: PaperValue | None) -> str:
+    return f"paper {paper.text}" if paper else "paper: –"
+
+
+def _steps(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    return f"{x / 1e3:.3g}k" if x >= 1e3 else f"{x:.0f}"
+
+
+def _ranges(values: Iterable[int]) -> str:
+    vals = sorted(set(values))
+    return "/".join(str(v) for v in vals) if vals else "–"
+
+
+def table2_caption(sweep: SweepResult) -> str:
+    """Which rule picked the cells, and how long the compared trials trained."""
+    training: dict[str, list[str]] = {}
+    for algo in TABLE2_ALGOS:
+        trials = [t for t in sweep.trials if t.algo == algo]
+        if not trials:
+            continue
+        seeds = len({t.seed for t in trials})
+        text = (f"trained at N = {_ranges(t.num_minors for t in trials)}, {_ranges(t.iterations for t in trials)} "
+                f"iterations × {_ranges(t.train_batch_size for t in trials)} env steps "
+                f"({_ranges(t.env_steps for t in trials)} env steps per trial), {seeds} seed{'s' * (seeds > 1)}")
+        training.setdefault(text, []).append(ALGO_LABELS[algo])
+    parts = [f"{', '.join(algos)} {text}" for text, algos in training.items()]
+    return (f"Table 2 ({sweep.budget} budget): mean return ± 95 % CI at N = {TABLE2_N} of the best trial per "
+            f"problem and algorithm (the finished trial with the highest evaluated mean at N = {TABLE2_N}; "
+            f"centralized execution for M3FA2C/M3FPPO, every agent on its own observation for IPPO/MAPPO), "
+            f"paper value in parentheses. " + "; ".join(parts) + ".")
+
+
+def table2_markdown(sweep: SweepResult, cells: Sequence[Table2Cell]) -> str:
+    lines = [f"| problem | {' | '.join(ALGO_LABELS[a] for a in TABLE2_ALGOS)} |",
+             "|---" * (len(TABLE2_ALGOS) + 1) + "|"]
+    for problem in dict.fromkeys(c.problem for c in cells):
+        row = []
+        for algo in TABLE2_ALGOS:
+            c = next(c for c in cells if c.problem == problem and c.algo == algo)
+            ours = _pm(c.result["mean"], c.result["ci95"]) if c.result else "not run"
+            if c.result is None and any(t.problem == problem and t.algo == algo for t in sweep.trials):
+                ours = "unfinished" if not any(t.problem == problem and t.algo == algo for t in sweep.finished) \
+                    else f"no N = {TABLE2_N} evaluation"
+            row.append(f"{ours} ({_paper_pm(c.paper)})")
+        lines.append(f"| {PROBLEM_LABELS.get(problem, problem)} | {' | '.join(row)} |")
+    return f"{table2_caption(sweep)}\n\n" + "\n".join(lines) + "\n"
+
+
+TABLE2_COLUMNS = ("problem", "algorithm", "mean", "ci95", "episodes", "paper_mean", "paper_ci95", "trial", "seed",
+                  "train_num_minors", "iterations", "env_steps", "eval_num_minors", "execution", "trials_compared",
+                  "budget")
+
+
+def table2_rows(sweep: SweepResult, cells: Sequence[Table2Cell]) -> list[dict[str, Any]]:
+    rows = []
+    for c in cells:
+        t, r = c.trial, c.result or {}
+        rows.append({"problem": PROBLEM_LABELS.get(c.problem, c.problem), "algorithm": ALGO_LABELS[c.algo],
+                     "mean": r.get("mean", ""), "ci95": r.get("ci95", ""), "episodes": r.get("episodes", ""),
+                     "paper_mean": c.paper.mean if c.paper else "", "paper_ci95": c.paper.ci95 if c.paper else "",
+                     "trial": t.name if t else "", "seed": t.seed if t else "",
+                     "train_num_minors": t.num_minors if t else "", "iterations": t.iterations if t else "",
+                     "env_steps": t.env_steps if t else "", "eval_num_minors": r.get("num_minors", ""),
+                     "execution": r.get("execution", ""), "trials_compared": c.compared, "budget": sweep.budget})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curve:
+    """Mean, population std and maximum over trials of the return, per iteration."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    max: np.ndarray
+    trials: int
+
+
+def mean_curve(trials: Sequence[TrialResult]) -> Curve | None:
+    """The trials' curves on their common iterations, truncated to the shortest trial (spec §2.0);
+    None if no iteration is common to all of them."""
+    curves = [t.curve() for t in trials]
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+        return None
+    last = min(int(c[0][-1]) for c in curves)
+    common = set(range(1, last + 1))
+    for its, _, _ in curves:
+        common &= set(its.tolist())
+    if not common:
+        return None
+    keep = np.array(sorted(common))
+    steps = np.stack([s[np.searchsorted(i, keep)] for i, s, _ in curves])
+    rets = np.stack([r[np.searchsorted(i, keep)] for i, _, r in curves])
+    return Curve(steps.mean(axis=0), rets.mean(axis=0), rets.std(axis=0), rets.max(axis=0), len(curves))
+
+
+def _new_figure(panels: int) -> tuple[Any, list[Any]]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.4 * panels + 0.6, 3.4), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    return fig, axes
+
+
+def _draw_curve(ax: Any, curve: Curve | None, label: str, color: str, band: bool = True) -> None:
+    if curve is None:
+        return
+    marker = "o" if len(curve.steps) < 20 else None
+    ax.plot(curve.steps, curve.mean, color=color, lw=1.6, marker=marker, ms=3,
+            label=f"{label} (mean of {curve.trials})" if curve.trials > 1 else label)
+    if band and curve.trials > 1:
+        ax.fill_between(curve.steps, curve.mean - curve.std, curve.mean + curve.std, color=color, alpha=0.2, lw=0)
+
+
+def _mf_line(ax: Any, value: tuple[float, float, str] | None, color: str = "k", band: bool = False) -> None:
+    if value is None:
+        return
+    mean, ci, label = value
+    ax.axhline(mean, color=color, lw=2.2, ls="--", label=label)
+    if band:
+        ax.axhspan(mean - ci, mean + ci, color=color, alpha=0.12, lw=0)
+
+
+def _finish_figure(fig: Any, axes: list[Any], problems: Sequence[str], title: str, out: Path,
+                   xlabel: str = "env steps t", ylabel: str = "return J(π)") -> Path:
+    for ax, problem in zip(axes, problems, strict=True):
+        ax.set_title(PROBLEM_LABELS.get(problem, problem), fontsize=11)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no finished\nepisodes logged", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=9, color="0.4")
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def _group(trials: Iterable[TrialResult], **where: Any) -> list[TrialResult]:
+    return [t for t in trials if all(getattr(t, k) == v for k, v in where.items())]
+
+
+def mf_level(problem: str, sweeps: Sequence[SweepResult],
+             num_minors: int = TABLE2_N) -> tuple[float, float, str] | None:
+    """The M3FPPO "MF" level at ``num_minors`` (CE) for ``problem``: the best finished M3FPPO
+    trial with that evaluation cell, looked up in the given sweeps in order (the figure's own
+    sweep first)."""
+    for sweep in sweeps:
+        found = [(t, t.cell(num_minors, "centralized")) for t in _group(sweep.finished, problem=problem, algo="m3fppo")]
+        found = [(t, r) for t, r in found if r is not None]
+        if found:
+            t, r = max(found, key=lambda c: c[1]["mean"])
+            return r["mean"], r["ci95"], f"MF N={num_minors} (M3FPPO N={t.num_minors}, s{t.seed})"
+    return None
+
+
+COLORS = {"m3fppo": "tab:red", "m3fa2c": "tab:blue", "ippo": "tab:green", "mappo": "tab:purple"}
+
+
+def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path) -> tuple[Path, int, str] | None:
+    """The picture of ``sweep``'s experiment → (path, panels, caption); None if its trials have
+    nothing to draw."""
+    fid = sweep.experiment
+    fin = sweep.finished
+    mf_sweeps = [sweep, *[s for s in others if s is not sweep]]
+    if fid in ("fig7", "fig12", "fig13"):
+        marl = {"fig7": ("ippo", "mappo"), "fig12": ("ippo",), "fig13": ("mappo",)}[fid]
+        problems = sweep.problems(marl) or sweep.problems()
+    elif fid == "fig10":
+        problems = sweep.problems(M3F_ALGOS)
+    else:
+        problems = sweep.problems(["m3fppo"])
+    if fid not in FIGURES or not problems:
+        return None
+    fig, axes = _new_figure(len(problems))
+    xlabel = "env steps t"
+    ylabel = "return J(π)"
+    if fid == "fig5":
+        caption = ("M3FPPO training curves: mean over seeds ± 1 std (shaded), maximum over seeds (blue), "
+                   "truncated to the shortest trial")
+        for ax, p in zip(axes, problems, strict=True):
+            curve = mean_curve(_group(fin, problem=p, algo="m3fppo"))
+            _draw_curve(ax, curve, "M3FPPO", "tab:red")
+            if curve is not None and curve.trials > 1:
+                ax.plot(curve.steps, curve.max, color="tab:blue", lw=1.0, marker="." if len(curve.steps) < 20 else None,
+                        label="max over seeds")
+    elif fid == "fig6":
+        caption = "M3FPPO trained directly at N: one line per training N (mean ± 1 std if several seeds)"
+        for ax, p in zip(axes, problems, strict=True):
+            trials = _group(fin, problem=p, algo="m3fppo")
+            for j, n in enumerate(sorted({t.num_minors for t in trials})):
+                _draw_curve(ax, mean_curve(_group(trials, num_minors=n)), f"N={n}", f"C{j}")
+    elif fid == "fig10":
+        caption = "M3FPPO vs M3FA2C training curves (mean ± 1 std if several seeds)"
+        for ax, p in zip(axes, problems, strict=True):
+            for algo in ("m3fppo", "m3fa2c"):
+                _draw_curve(ax, mean_curve(_group(fin, problem=p, algo=algo)), ALGO_LABELS[algo], COLORS[algo])
+    elif fid == "fig7":
+        caption = (f"IPPO and MAPPO training curves (mean ± 1 std over seeds; team return against joint env "
+                   f"steps); dashed: M3FPPO evaluated at N = {TABLE2_N}, CE (MF)")
+        for ax, p in zip(axes, problems, strict=True):
+            for algo in ("ippo", "mappo"):
+                trials = _group(fin, problem=p, algo=algo)
+                ns = sorted({t.num_minors for t in trials})
+                label = ALGO_LABELS[algo] + (f" N={ns[0]}" if len(ns) == 1 else "")
+                _draw_curve(ax, mean_curve(trials), label, COLORS[algo])
+            _mf_line(ax, mf_level(p, mf_sweeps))
+    elif fid in ("fig12", "fig13"):
+        algo = "ippo" if fid == "fig12" else "mappo"
+        caption = (f"{ALGO_LABELS[algo]} trained at each N: one line per N, mean ± 1 std over seeds (team return "
+                   f"against joint env steps); dashed: M3FPPO evaluated at N = {TABLE2_N}, CE (MF)")
+        for ax, p in zip(axes, problems, strict=True):
+            trials = _group(fin, problem=p, algo=algo)
+            for j, n in enumerate(sorted({t.num_minors for t in trials})):
+                _draw_curve(ax, mean_curve(_group(trials, num_minors=n)), f"N={n}", f"C{j}")
+            _mf_line(ax, mf_level(p, mf_sweeps))
+    elif fid == "fig9":
+        xlabel, ylabel = "number of minor agents N", "return J_N(π)"
+        caption = ("Transfer over N: the M3FPPO policy (best trial: highest CE mean at the largest evaluated N) "
+                   "run at each N with centralized (CE) and decentralized (DE) execution, shaded 95 % CI; "
+                   "MF = CE at the largest evaluated N")
+        for ax, p in zip(axes, problems, strict=True):
+            _draw_transfer(ax, _group(fin, problem=p, algo="m3fppo"))
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    title = f"{fid} — {sweep.budget} budget" + ("\nnot comparable with the paper" if sweep.budget != "paper" else "")
+    path = _finish_figure(fig, axes, problems, title, out, xlabel, ylabel)
+    return path, len(problems), caption
+
+
+def _draw_transfer(ax: Any, trials: Sequence[TrialResult]) -> None:
+    cells = [r for t in trials for r in t.evaluation or []]
+    if not cells:
+        return
+    mf_n = max(r["num_minors"] for r in cells)
+
+    def mf(t: TrialResult) -> float:
+        r = t.cell(mf_n, "centralized")
+        return r["mean"] if r else -math.inf
+
+    best = max(trials, key=mf)
+    ns = sorted({r["num_minors"] for r in best.evaluation or [] if r["num_minors"] != mf_n})
+    for execution, short, color in (("centralized", "CE", "tab:red"), ("decentralized", "DE", "tab:blue")):
+        pts = [(n, best.cell(n, execution)) for n in ns]
+        pts = [(n, r) for n, r in pts if r is not None]
+        if not pts:
+            continue
+        x = np.array([n for n, _ in pts], dtype=float)
+        m = np.array([r["mean"] for _, r in pts])
+        ci = np.array([r["ci95"] for _, r in pts])
+        ax.plot(x, m, color=color, marker="o", ms=3, label=f"{short} (s{best.seed})")
+        ax.fill_between(x, m - ci, m + ci, color=color, alpha=0.2, lw=0)
+    top = best.cell(mf_n, "centralized")
+    if top is not None:
+        _mf_line(ax, (top["mean"], top["ci95"], f"MF (CE, N={mf_n})"), band=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the report
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    out: Path
+    markdown: Path
+    files: list[Path]
+    missing: dict[str, list[str]]
+    """Sweep directory → names of its unfinished trials."""
+
+
+def _check_out(out: Path, sweeps: Sequence[SweepResult]) -> None:
+    target = out.resolve()
+    for s in sweeps:
+        root = s.path.resolve()
+        if target == root or root in target.parents:
+            raise ReportError(f"--out {out} is inside the sweep directory {s.path}; a report never writes into a "
+                              "sweep directory, choose another --out")
+
+
+def _stem(sweep: SweepResult, taken: set[str]) -> str:
+    stem = f"{sweep.experiment}-{sweep.budget}"
+    k = 2
+    base = stem
+    while stem in taken:
+        stem = f"{base}-{k}"
+        k += 1
+    taken.add(stem)
+    return stem
+
+
+def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: Any = None) -> Report:
+    """Read ``sweep_dirs`` and write report.md, tables and pictures into ``out``."""
+    stream = stream or sys.stderr
+    sweeps = [load_sweep(p) for p in sweep_dirs]
+    out = Path(out)
+    _check_out(out, sweeps)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"--out {out}: cannot create the report directory ({err.strerror})") from None
+    files: list[Path] = []
+    missing: dict[str, list[str]] = {}
+    taken: set[str] = set()
+    md = ["# Results report", "",
+          f"Written by `m3fmarl report` on {time.strftime('%Y-%m-%d %H:%M %Z')} from {len(sweeps)} sweep "
+          f"director{'y' if len(sweeps) == 1 else 'ies'}. Returns are undiscounted episode returns of the shared "
+          "reward; ± is the 95 % CI of the evaluation (spec/experiments.md §2.0). Curves: return during training "
+          "(stochastic actions) against env steps.", ""]
+    for sweep in sweeps:
+        stem = _stem(sweep, taken)
+        md += [f"## {sweep.experiment} — {sweep.budget} budget", ""]
+        if sweep.budget in BUDGET_NOTES:
+            md += [f"> **{BUDGET_NOTES[sweep.budget]}**", ""]
+        md += [f"- sweep directory: `{sweep.path}`" + (f" (definition `{sweep.definition}`)" if sweep.definition
+                                                        else ""),
+               f"- trials finished: {len(sweep.finished)} of {len(sweep.trials)}"]
+        if sweep.missing:
+            names = [t.name for t in sweep.missing]
+            missing[str(sweep.path)] = names
+            md.append(f"- missing (not finished, left out below): {', '.join(f'`{n}`' for n in names)}")
+            print(f"m3fmarl report: {sweep.path} ({sweep.label}): {len(names)} of {len(sweep.trials)} trials not "
+                  f"finished, reported without them:", file=stream)
+            for n in names:
+                print(f"  {n}", file=stream)
+        md.append("")
+        if sweep.experiment == "table2":
+            cells = table2_cells(sweep)
+            text = table2_markdown(sweep, cells)
+            md_path, csv_path = out / f"{stem}.md", out / f"{stem}.csv"
+            md_path.write_text(text)
+            with open(csv_path, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(TABLE2_COLUMNS))
+                w.writeheader()
+                w.writerows(table2_rows(sweep, cells))
+            files += [md_path, csv_path]
+            md += [text, f"Also as [{md_path.name}]({md_path.name}) and [{csv_path.name}]({csv_path.name}).", ""]
+        elif sweep.experiment in FIGURES:
+            drawn = plot_figure(sweep, sweeps, out / f"{stem}.png")
+            if drawn is None:
+                md += ["No finished trial to draw yet.", ""]
+            else:
+                path, panels, caption = drawn
+                files.append(path)
+                md += [f"![{sweep.experiment}]({path.name})", "",
+                       f"*{sweep.experiment}: {caption}; {panels} panel(s), one per problem with finished trials.*",
+                       ""]
+        else:
+            md += [f"`{sweep.experiment}` is not a paper table or figure this command knows "
+                   f"(table2, {', '.join(FIGURES)}); only the trial list above is reported.", ""]
+        if sweep.finished:
+            md += ["| trial | iterations | env steps | evaluation (N, execution: mean ± ci95) |", "|---|---|---|---|"]
+            for t in sweep.finished:
+                cells_text = "; ".join(f"{r['num_minors']} {r['execution']}: {_pm(r['mean'], r['ci95'])}"
+                                       for r in t.evaluation or [])
+                md.append(f"| {t.name} | {t.iterations} | {_steps(t.env_steps)} | {cells_text} |")
+            md.append("")
+    report_md = out / "report.md"
+    report_md.write_text("\n".join(md))
+    return Report(out, report_md, files, missing)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    rep = build_report(args.sweep_dirs, args.out)
+    print(f"wrote {rep.markdown}" + (f" and {', '.join(p.name for p in rep.files)}" if rep.files else ""))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """The ``report`` subcommand."""
+    p = sub.add_parser("report", help="Table 2 and the paper's figures from sweep directories (report.md, PNG, CSV)")
+    p.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="directories written by `m3fmarl sweep`")
+    p.add_argument("--out", default="results/report", help="report directory (default results/report)")
+    p.set_defaults(func=cmd_report)
