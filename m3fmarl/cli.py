@@ -1,4 +1,4 @@
-"""Command line: ``m3fmarl demo | bench envs | rollout | envs``.
+"""Command line: ``m3fmarl demo | envs | rollout | train | evaluate | golden | bench | sweep | report``.
 
 Usage errors (unknown problem, variant, bad N, …) print one line and exit with status 2.
 """

@@ -113,6 +113,24 @@ class TrialResult:
             pass
         return np.array(its, dtype=int), np.array(steps, dtype=float), np.array(rets, dtype=float)
 
+    @property
+    def final_return(self) -> float:
+        """Mean episode return of the last iteration in which episodes ended (training,
+        stochastic); −inf if there is none."""
+        rets = self.curve()[2]
+        return float(rets[-1]) if len(rets) else -math.inf
+
+
+def best_trial(trials: Iterable[TrialResult]) -> TrialResult | None:
+    """The best of several trials by the spec's rule (experiments.md §2.0 [judgement]): the
+    highest training return at the final iteration — the reference's "best trial" reads the
+    last logged return — not the evaluation it is then reported with, so the reported number
+    is not the maximum of several noisy evaluations.  Ties go to the lower seed."""
+    return max(trials, key=lambda t: (t.final_return, -t.seed), default=None)
+
+
+BEST_RULE = "the trial with the highest training return at its final iteration"
+
 
 @dataclass
 class SweepResult:
@@ -228,7 +246,7 @@ class Table2Cell:
     problem: str
     algo: str
     trial: TrialResult | None
-    """The best finished trial (highest mean of the N = 20 cell), None if there is none."""
+    """The best finished trial with an N = 20 cell (:func:`best_trial`), None if there is none."""
     result: dict[str, Any] | None
     compared: int
     """Finished trials of (problem, algo) with an N = 20 cell."""
@@ -245,9 +263,10 @@ def table2_cells(sweep: SweepResult) -> list[Table2Cell]:
         for algo in TABLE2_ALGOS:
             candidates = [(t, t.cell(TABLE2_N, "centralized")) for t in sweep.finished
                           if t.problem == problem and t.algo == algo]
-            candidates = [(t, r) for t, r in candidates if r is not None]
-            best = max(candidates, key=lambda c: c[1]["mean"], default=(None, None))
-            cells.append(Table2Cell(problem, algo, best[0], best[1], len(candidates),
+            with_cell = {t.name: r for t, r in candidates if r is not None}
+            chosen = best_trial(t for t, _ in candidates if t.name in with_cell)
+            best = (chosen, with_cell[chosen.name]) if chosen is not None else (None, None)
+            cells.append(Table2Cell(problem, algo, best[0], best[1], len(with_cell),
                                     paper.get((PROBLEM_LABELS.get(problem, problem), ALGO_LABELS[algo]))))
     return cells
 
@@ -286,7 +305,7 @@ def table2_caption(sweep: SweepResult) -> str:
         training.setdefault(text, []).append(ALGO_LABELS[algo])
     parts = [f"{', '.join(algos)} {text}" for text, algos in training.items()]
     return (f"Table 2 ({sweep.budget} budget): mean return ± 95 % CI at N = {TABLE2_N} of the best trial per "
-            f"problem and algorithm (the finished trial with the highest evaluated mean at N = {TABLE2_N}; "
+            f"problem and algorithm ({BEST_RULE}, among the finished trials evaluated at N = {TABLE2_N}; "
             f"centralized execution for M3FA2C/M3FPPO, every agent on its own observation for IPPO/MAPPO), "
             f"paper value in parentheses. " + "; ".join(parts) + ".")
 
@@ -416,13 +435,14 @@ def _group(trials: Iterable[TrialResult], **where: Any) -> list[TrialResult]:
 def mf_level(problem: str, sweeps: Sequence[SweepResult],
              num_minors: int = TABLE2_N) -> tuple[float, float, str] | None:
     """The M3FPPO "MF" level at ``num_minors`` (CE) for ``problem``: the best finished M3FPPO
-    trial with that evaluation cell, looked up in the given sweeps in order (the figure's own
+    trial (:func:`best_trial`) with that evaluation cell, looked up in the given sweeps in order (the figure's own
     sweep first)."""
     for sweep in sweeps:
         found = [(t, t.cell(num_minors, "centralized")) for t in _group(sweep.finished, problem=problem, algo="m3fppo")]
-        found = [(t, r) for t, r in found if r is not None]
-        if found:
-            t, r = max(found, key=lambda c: c[1]["mean"])
+        with_cell = {t.name: r for t, r in found if r is not None}
+        t = best_trial(t for t, _ in found if t.name in with_cell)
+        if t is not None:
+            r = with_cell[t.name]
             return r["mean"], r["ci95"], f"MF N={num_minors} (M3FPPO N={t.num_minors}, s{t.seed})"
     return None
 
@@ -489,7 +509,7 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path) ->
             _mf_line(ax, mf_level(p, mf_sweeps))
     elif fid == "fig9":
         xlabel, ylabel = "number of minor agents N", "return J_N(π)"
-        caption = ("Transfer over N: the M3FPPO policy (best trial: highest CE mean at the largest evaluated N) "
+        caption = (f"Transfer over N: the M3FPPO policy of the best trial ({BEST_RULE}) "
                    "run at each N with centralized (CE) and decentralized (DE) execution, shaded 95 % CI; "
                    "MF = CE at the largest evaluated N")
         for ax, p in zip(axes, problems, strict=True):
@@ -506,11 +526,7 @@ def _draw_transfer(ax: Any, trials: Sequence[TrialResult]) -> None:
         return
     mf_n = max(r["num_minors"] for r in cells)
 
-    def mf(t: TrialResult) -> float:
-        r = t.cell(mf_n, "centralized")
-        return r["mean"] if r else -math.inf
-
-    best = max(trials, key=mf)
+    best = best_trial(t for t in trials if t.evaluation)
     ns = sorted({r["num_minors"] for r in best.evaluation or [] if r["num_minors"] != mf_n})
     for execution, short, color in (("centralized", "CE", "tab:red"), ("decentralized", "DE", "tab:blue")):
         pts = [(n, best.cell(n, execution)) for n in ns]
