@@ -1,4 +1,4 @@
-"""Learning tests: M3FPPO learns on a small problem within a CI budget; M3FA2C trains.
+"""Learning tests: M3FPPO learns on a small problem within a CI budget; M3FA2C trains and learns its critic.
 
 Both go through the real pipeline: ``m3fmarl.train.train`` into ``tmp_path`` (RLlib 2.60, run
 directory, checkpoint), then ``load_policy`` + ``evaluate`` on the final checkpoint (CE,
@@ -36,15 +36,21 @@ and shuffling seed 0 gives −70.95 ± 2.64.
 The evaluated return after 20 / 40 / 60 iterations was −90…−98 / −79…−92 / −75…−80 over these
 seeds, so the 80 iterations carry a margin of ≥ 15 over the CI bounds.
 
-M3FA2C: no reliable improvement fits in 1–2 minutes, so the test only checks that it trains
-(finite losses, updated weights, a loadable and evaluable checkpoint).  Tried on Potential N = 10
-(train seeds 0–2, final vs iteration-1 policy, 1 000 evaluation episodes): lr 1e-3 / 3e-3 / 1e-2,
-batches of 400 (20 copies × fragments of 20) and 2 000, up to 1 000 iterations (400 k steps,
-≈ 65 s), grad clip 40 and none, γ 0.9, entropy 0.01.  The best runs gained 13–17 (lr 1e-2,
-seed 0), but other seeds of the same settings stayed flat or got worse by up to 16 (the policy
-saturates), and lr 1e-3 moved by less than the noise in 1 000 iterations.  One gradient step per
-batch with unstandardised advantages (spec §1.5, H3) needs far more updates than this budget;
-the docs' notes on M3FA2C report the same.
+M3FA2C: its *return* does not improve reliably within 1–2 minutes, so the test checks what
+does: the A2C update learns its critic (value loss of the last fifth of the iterations < 0.5× the
+first fifth; measured 0.35 / 0.28 / 0.39 for train seeds 0 / 1 / 2 at these settings, 300
+iterations ≈ 20 s each; with the critic's gradient switched off, ``vf_loss_coeff=0``, seed 0
+gives 0.76, as the returns drift), updates the actor's weights and leaves an evaluable checkpoint.  Tried for
+the return on Potential N = 10 (train seeds 0–2, final vs iteration-1 policy, 1 000 evaluation
+episodes): lr 1e-3 / 3e-3 / 1e-2, batches of 400 (20 copies × fragments of 20), 2 000 and 4 000,
+up to 6 000 iterations (2.4 M steps), grad clip 40 and none, γ 0.9, entropy 0.01, advantage
+standardisation.  The best runs gained 13–17 (lr 1e-2, seed 0), but other seeds of the same
+settings stayed flat or got worse by up to 16 (the policy's spread grows, entropy 21 → 35), and
+lr 1e-3 moved by less than the noise.  PPO with one epoch of one minibatch (the same single step
+per batch, with clipping and standardised advantages) does not learn in 600 × 400 steps either:
+what makes M3FPPO learn in this budget is its 32 Adam steps per batch.  One gradient step per
+batch needs far more updates than a CI budget; docs/benchmarks.md ("M3FA2C learning") records
+the long run at the paper's settings that shows the return over 10⁷–10⁸ steps.
 """
 
 from __future__ import annotations
@@ -72,8 +78,9 @@ EPISODES = 1_000  # CI half-width ≈ 2.5–3.5 on Potential at N = 10 (return s
 PPO_ITERATIONS = 80
 PPO_FAST = PPOSettings(lr=3e-3, train_batch_size=2_000, minibatch_size=500, num_epochs=8,
                        num_envs_per_env_runner=20, minibatching="shuffled")
-A2C_ITERATIONS = 5
+A2C_ITERATIONS = 300
 A2C_FAST = A2CSettings(lr=1e-3, train_batch_size=400, rollout_fragment_length=20, num_envs_per_env_runner=20)
+A2C_VF_RATIO = 0.5  # value loss, last fifth / first fifth (measured 0.28–0.39; 0.76 without critic gradient)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,20 +110,27 @@ def test_m3fppo_beats_zero_and_uniform_policies(tmp_path: Path) -> None:
         assert trained.mean - trained.ci95 > b.mean + b.ci95, f"M3FPPO does not beat {name}: {report}"
 
 
-def test_m3fa2c_trains(tmp_path: Path) -> None:
-    """Smoke test only: M3FA2C's return does not improve reliably within this budget (see the
-    module docstring); it must train, update its weights and leave an evaluable checkpoint."""
+def test_m3fa2c_trains_and_learns_its_critic(tmp_path: Path) -> None:
+    """M3FA2C trains, its critic learns, its weights change and it leaves an evaluable checkpoint
+    (its return does not improve reliably within this budget: see the module docstring)."""
     spec = RunSpec("m3fa2c", PROBLEM, N, VARIANT, seed=TRAIN_SEED, iterations=A2C_ITERATIONS)
-    run = train(spec, tmp_path / "run", settings=A2C_FAST, checkpoint_every=1, keep_checkpoints=A2C_ITERATIONS,
+    every = A2C_ITERATIONS // 3
+    run = train(spec, tmp_path / "run", settings=A2C_FAST, checkpoint_every=every, keep_checkpoints=3,
                 log=lambda _: None)
     progress = progress_rows(run)
     assert [int(r["iteration"]) for r in progress] == list(range(1, A2C_ITERATIONS + 1))
     assert [float(r["env_steps"]) for r in progress] == [400.0 * i for i in range(1, A2C_ITERATIONS + 1)]
     for r in progress:
         assert math.isfinite(float(r["vf_loss"])) and math.isfinite(float(r["policy_loss"])), r
-    done = checkpoints(run)
-    assert [i for i, _ in done] == list(range(1, A2C_ITERATIONS + 1))
+    fifth = A2C_ITERATIONS // 5
+    vf = np.array([float(r["vf_loss"]) for r in progress])
+    ratio = vf[-fifth:].mean() / vf[:fifth].mean()
+    print(f"M3FA2C value loss: first fifth {vf[:fifth].mean():.0f}, last fifth {vf[-fifth:].mean():.0f}, "
+          f"ratio {ratio:.2f}")
+    assert ratio < A2C_VF_RATIO, f"M3FA2C's critic did not learn: value-loss ratio {ratio:.2f}"
 
+    done = checkpoints(run)
+    assert [i for i, _ in done] == [every, 2 * every, 3 * every]
     first, final = load_policy(done[0][1]), load_policy(done[-1][1])
     w_first = torch.cat([p.detach().flatten() for p in first.module.parameters()])
     w_final = torch.cat([p.detach().flatten() for p in final.module.parameters()])
