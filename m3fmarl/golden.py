@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from m3fmarl.problems import PAPER_NAMES
 from m3fmarl.rollout import ReturnStats, episode_returns
 
-GOLDEN_NAMES = {"2G": "two-gaussians", "Formation": "formation", "Beach": "beach-bar",
-                "Foraging": "foraging", "Potential": "potential"}
-"""Problem names in the golden CSV → ours."""
+GOLDEN_NAMES = {paper: ours for ours, paper in PAPER_NAMES.items()}
+"""Problem names in the golden CSV (the paper's short names) → ours."""
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def read_evaluation(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((run_dir / EVAL_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
 

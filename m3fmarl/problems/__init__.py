@@ -20,6 +20,10 @@ PROBLEMS: dict[str, str] = {
 }
 """CLI name → implementation, in the paper's order (panels (a)–(e))."""
 
+PAPER_NAMES: dict[str, str] = {"two-gaussians": "2G", "formation": "Formation", "beach-bar": "Beach",
+                               "foraging": "Foraging", "potential": "Potential"}
+"""CLI name → the paper's short name (also the names in ../shared/golden and spec/paper_results.csv)."""
+
 
 def canonical_name(name: str) -> str:
     """``beach_bar``/``BeachBar``-style spellings → ``beach-bar``; unknown names raise."""

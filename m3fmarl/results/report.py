@@ -34,14 +34,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from m3fmarl.sweep import EVAL_FILE, LEDGER
+from m3fmarl.problems import PAPER_NAMES, PROBLEMS
+from m3fmarl.sweep import LEDGER, _float, read_evaluation
 
 PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
 """Table 2 of the paper (mean ± 95 % CI at N = 20), the ``table2`` rows of spec/paper_results.csv."""
 
-PROBLEM_ORDER = ("two-gaussians", "formation", "beach-bar", "foraging", "potential")
-PROBLEM_LABELS = {"two-gaussians": "2G", "formation": "Formation", "beach-bar": "Beach", "foraging": "Foraging",
-                  "potential": "Potential"}
+PROBLEM_ORDER = tuple(PROBLEMS)
+"""The paper's order of the problems (panels (a)–(e))."""
+PROBLEM_LABELS = PAPER_NAMES
 """Our problem names → the paper's (and paper_table2.csv's) short names."""
 ALGO_LABELS = {"ippo": "IPPO", "mappo": "MAPPO", "m3fa2c": "M3FA2C", "m3fppo": "M3FPPO"}
 TABLE2_ALGOS = ("ippo", "mappo", "m3fa2c", "m3fppo")
@@ -162,13 +163,6 @@ class SweepResult:
         return [p for p in PROBLEM_ORDER if p in present] + sorted(present - set(PROBLEM_ORDER))
 
 
-def _float(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _matches_request(entry: dict[str, Any], ev: dict[str, Any]) -> bool:
     """True iff ``evaluation.json`` holds the evaluation the ledger entry asks for (the check of
     :func:`m3fmarl.sweep.is_finished`, on the stored ledger instead of a loaded experiment)."""
@@ -206,10 +200,7 @@ def load_sweep(path: str | Path) -> SweepResult:
             name = str(entry["name"])
             settings = entry.get("settings") or {}
             run_dir = path / "trials" / name
-            try:
-                ev = json.loads((run_dir / EVAL_FILE).read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                ev = None
+            ev = read_evaluation(run_dir)
             finished = isinstance(ev, dict) and ev.get("trial", name) == name and _matches_request(entry, ev)
             sweep.trials.append(TrialResult(
                 name=name, problem=str(entry["problem"]), algo=str(entry["algo"]),
