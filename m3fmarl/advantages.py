@@ -1,6 +1,6 @@
-"""Generalised advantage estimation (GAE), one numpy implementation for every learner: the
-M3FPPO learner connector (:func:`m3fmarl.algorithms.m3fppo.gae_flat`, RLlib's flat batch) and the
-IPPO/MAPPO sampler (:mod:`marl_baselines.sampler`, time-major per-agent arrays)."""
+"""Generalised advantage estimation (GAE), one numpy implementation for every sampler: M3FPPO /
+M3FA2C (:mod:`m3fmarl.m3fc.sampler`, time-major ``(T, B)`` arrays) and IPPO/MAPPO
+(:mod:`marl_baselines.sampler`, time-major per-agent ``(T, B, agents)`` arrays)."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ class PPOSettings:
     """Samples per gradient step; must divide train_batch_size."""
     num_epochs: int = 8
     """Passes over the train batch per iteration."""
-    num_envs_per_env_runner: int = 64
+    num_envs_per_env_runner: int = 120
     """Copies B of the batched env stepped together in one sampler."""
     minibatching: str | None = None
     """``shuffled`` (rows reshuffled every epoch, RLlib 2.x) or ``reference`` (contiguous slices

@@ -32,10 +32,12 @@ empty lists and duplicate trials are refused with one line naming the file and t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -133,9 +135,54 @@ class Evaluation:
     """Evaluation seed (env and action sampling are derived from it and N)."""
 
 
+class Cell(NamedTuple):
+    """One evaluation of a trained policy: N, execution, episodes, seed.  IPPO/MAPPO policies have
+    one execution only, ``multi-agent`` (every agent acts on its own observation)."""
+
+    num_minors: int
+    execution: str
+    episodes: int
+    seed: int
+
+
+MULTI_AGENT = "multi-agent"
+
+
+def evaluation_cells(algo: str, problem: str, train_num_minors: int, evaluation: Evaluation) -> tuple[Cell, ...]:
+    """The cells ``evaluation`` asks for from a trial of ``algo`` on ``problem`` trained at
+    ``train_num_minors`` (episodes ``null`` = per problem, spec §2.0)."""
+    from m3fmarl.evaluate import EVAL_EPISODES
+    from m3fmarl.train import is_multiagent
+
+    episodes = evaluation.episodes or EVAL_EPISODES[problem]
+    executions = (MULTI_AGENT,) if is_multiagent(algo) else evaluation.executions
+    return tuple(Cell(n, e, episodes, evaluation.seed)
+                 for e in executions for n in (evaluation.num_minors or (train_num_minors,)))
+
+
+def _settings_digest(variant: str, settings: Any) -> str:
+    """Six hex digits identifying (variant, settings).  Settings equal to the dataclass default are
+    left out, so a setting added to the code later (at its default) keeps existing trials'
+    identities."""
+    if settings is None:
+        fields: dict[str, Any] = {}
+    else:
+        defaults = type(settings)()
+        fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
+                  if getattr(settings, f.name) != getattr(defaults, f.name)}
+    text = json.dumps({"variant": variant, "settings": fields}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
 @dataclass(frozen=True)
 class Trial:
-    """One training run plus its evaluation: the unit Tune schedules and array mode runs."""
+    """One training run plus its evaluation: the unit Tune schedules and array mode runs.
+
+    A trial is identified by what determines its training — problem, algorithm, N, seed,
+    variant, resolved settings and iteration cap — and :attr:`name` spells that identity, so
+    experiments that name the same run share one trial directory; its evaluation cells are the
+    union of what they ask for (:func:`merge_sweeps`).
+    """
 
     problem: str
     algo: str
@@ -147,11 +194,26 @@ class Trial:
     """The resolved algorithm settings dataclass (defaults file + overrides)."""
     evaluation: Evaluation
     cpus: int = 1
+    cells: tuple[Cell, ...] = ()
+    """The evaluation cells (from ``evaluation``; after :func:`merge_sweeps`, of every experiment
+    that uses the trial)."""
+
+    def __post_init__(self) -> None:
+        if not self.cells:
+            object.__setattr__(self, "cells", evaluation_cells(self.algo, self.problem, self.num_minors,
+                                                               self.evaluation))
+
+    @property
+    def short_name(self) -> str:
+        """``potential__m3fppo__N300__s0``: problem, algorithm, N and seed."""
+        return f"{self.problem}__{self.algo}__N{self.num_minors}__s{self.seed}"
 
     @property
     def name(self) -> str:
-        """Directory name under ``<out>/trials/``: ``potential__m3fppo__N300__s0``."""
-        return f"{self.problem}__{self.algo}__N{self.num_minors}__s{self.seed}"
+        """Directory name under ``<out>/trials/``, unique per training identity:
+        ``potential__m3fppo__N300__s0__200it__3f2a9c`` (iteration cap; digest of variant and
+        settings)."""
+        return f"{self.short_name}__{self.iterations}it__{_settings_digest(self.variant, self.settings)}"
 
     @property
     def env_steps(self) -> int:
@@ -162,7 +224,7 @@ class Trial:
         return {"name": self.name, "problem": self.problem, "algo": self.algo, "num_minors": self.num_minors,
                 "seed": self.seed, "iterations": self.iterations, "variant": self.variant, "cpus": self.cpus,
                 "settings": dataclasses.asdict(self.settings) if self.settings is not None else None,
-                "evaluation": dataclasses.asdict(self.evaluation)}
+                "cells": [c._asdict() for c in self.cells]}
 
 
 @dataclass(frozen=True)
@@ -176,8 +238,55 @@ class Sweep:
     trials: tuple[Trial, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.id, "budget": self.budget, "path": str(self.path),
-                "trials": [t.to_dict() for t in self.trials]}
+        return {"experiment": self.id, "description": self.description, "path": str(self.path),
+                "trials": [t.name for t in self.trials],
+                "cells": {t.name: [c._asdict() for c in t.cells] for t in self.trials}}
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """Several experiments at one budget with their trials deduplicated: each distinct trial once,
+    with the union of the evaluation cells its experiments ask for."""
+
+    budget: str
+    experiments: tuple[Sweep, ...]
+    trials: tuple[Trial, ...]
+    used_by: dict[str, tuple[str, ...]]
+    """Trial name → ids of the experiments that use it."""
+
+    @property
+    def label(self) -> str:
+        return "+".join(s.id for s in self.experiments)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget": self.budget, "experiments": [s.to_dict() for s in self.experiments],
+                "trials": [{**t.to_dict(), "used_by": list(self.used_by[t.name])} for t in self.trials]}
+
+
+def merge_sweeps(sweeps: list[Sweep] | tuple[Sweep, ...]) -> Campaign:
+    """One :class:`Campaign` of ``sweeps`` (all of one budget; experiment ids distinct)."""
+    if not sweeps:
+        raise ConfigError("no experiment given")
+    budgets = {s.budget for s in sweeps}
+    if len(budgets) > 1:
+        raise ConfigError(f"experiments of one sweep must share a budget, got {', '.join(sorted(budgets))}")
+    ids = [s.id for s in sweeps]
+    dup = next((i for i in ids if ids.count(i) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"experiment id {dup!r} given twice ({', '.join(str(s.path) for s in sweeps if s.id == dup)})")
+    trials: dict[str, Trial] = {}
+    used_by: dict[str, list[str]] = {}
+    for sweep in sweeps:
+        for t in sweep.trials:
+            if t.name in trials:
+                known = trials[t.name]
+                cells = tuple(dict.fromkeys(known.cells + t.cells))
+                trials[t.name] = dataclasses.replace(known, cells=cells, cpus=max(known.cpus, t.cpus))
+            else:
+                trials[t.name] = t
+            used_by.setdefault(t.name, []).append(sweep.id)
+    return Campaign(sweeps[0].budget, tuple(sweeps), tuple(trials.values()),
+                    {k: tuple(dict.fromkeys(v)) for k, v in used_by.items()})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,12 +570,3 @@ def load_experiment(path: str | Path, budget: str = "paper", algorithms: tuple[s
 def experiment_files() -> list[Path]:
     """The shipped experiment definitions, ``experiments/*.yaml``."""
     return sorted(EXPERIMENTS_DIR.glob("*.yaml"))
-
-
-def evaluation_request(trial: Trial) -> dict[str, Any]:
-    """What the evaluation of ``trial`` must contain (compared on ``--resume``)."""
-    from m3fmarl.evaluate import EVAL_EPISODES
-
-    ev = trial.evaluation
-    return {"num_minors": list(ev.num_minors or (trial.num_minors,)), "executions": list(ev.executions),
-            "episodes": ev.episodes or EVAL_EPISODES[trial.problem], "seed": ev.seed}

@@ -1,12 +1,20 @@
-"""``m3fmarl sweep``: run an experiment definition's trials on Ray Tune, or one trial alone.
+"""``m3fmarl sweep``: run the trials of one or several experiment definitions on Ray Tune, or
+one trial alone.
+
+Several experiment files (``m3fmarl sweep experiments/*.yaml``) form one *campaign*: a trial is
+identified by what determines its training (problem, algorithm, N, seed, variant, resolved
+settings, iteration cap), so a run that several experiments name (the Fig. 5 runs behind Table 2
+and Figs. 7, 9, 10) is trained once, and each distinct evaluation cell (N, execution, episodes,
+seed) of it is computed once (:func:`m3fmarl.experiments.merge_sweeps`).
 
 Layout of a sweep directory (``--out``)::
 
-    sweep.json                       the experiment, budget and resolved trial list (the ledger)
-    trials/<problem>__<algo>__N<N>__s<seed>/
+    sweep.json                       the ledger: budget, every experiment with its trials and
+                                     evaluation cells, the distinct trials with who uses them
+    trials/<problem>__<algo>__N<N>__s<seed>__<iterations>it__<digest>/
         run.json config.yaml progress.csv tb/ checkpoints/   exactly as `m3fmarl train` writes
-        evaluation.json              written last, atomically: the trial is finished iff it exists
-                                     and matches the trial's training length and evaluation
+        evaluation.json              the evaluation cells done so far, rewritten atomically; the
+                                     trial is finished iff it holds every cell it is asked for
     logs/<trial>.log                 the trial's progress lines (one "start" line per attempt)
     tune/attempt-K/                  Ray Tune's own experiment state of the K-th invocation
     summary.csv                      one row per trial and evaluation cell, after every invocation
@@ -18,8 +26,10 @@ checkpoint, because the trainable always resumes a run directory that already ex
 that still fail are listed at the end with their error and the command exits 1.
 
 ``--resume`` after a crash or a kill: finished trials are kept untouched and not rerun;
-unfinished ones continue from their newest complete checkpoint.  ``--list`` and
-``--trial-index I`` run one trial without Tune (``slurm/array.sh``) into the same layout.
+unfinished ones continue from their newest complete checkpoint; a trained trial that a newly
+added experiment asks more of gets only the missing evaluation cells.  ``--list`` shows the
+distinct trials and which experiments use each; ``--trial-index I`` runs one of them without Tune
+(``slurm/array.sh``) into the same layout.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from m3fmarl.experiments import BUDGETS, Sweep, Trial, evaluation_request, load_experiment
+from m3fmarl.experiments import BUDGETS, Campaign, Cell, Trial, load_experiment, merge_sweeps
 
 LEDGER = "sweep.json"
 EVAL_FILE = "evaluation.json"
@@ -67,11 +77,28 @@ def read_evaluation(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def evaluated_cells(ev: dict[str, Any] | None, iterations: int) -> dict[Cell, dict[str, Any]]:
+    """The cells an ``evaluation.json`` holds for a run trained ``iterations`` iterations."""
+    if not isinstance(ev, dict) or ev.get("iterations") != iterations or not isinstance(ev.get("results"), list):
+        return {}
+    out = {}
+    for r in ev["results"]:
+        try:
+            out[Cell(int(r["num_minors"]), str(r["execution"]), int(r["episodes"]), int(r["seed"]))] = r
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def missing_cells(out: Path, trial: Trial) -> list[Cell]:
+    have = evaluated_cells(read_evaluation(trial_dir(out, trial)), trial.iterations)
+    return [c for c in trial.cells if c not in have]
+
+
 def is_finished(out: Path, trial: Trial) -> bool:
-    """True iff the trial's run directory holds the evaluation this trial asks for."""
-    ev = read_evaluation(trial_dir(out, trial))
-    return (ev is not None and ev.get("iterations") == trial.iterations
-            and ev.get("request") == evaluation_request(trial))
+    """True iff the trial's run directory holds every evaluation cell this trial asks for, of a
+    run trained for its number of iterations."""
+    return not missing_cells(out, trial)
 
 
 def settings_diff(stored: dict[str, Any] | None, settings: Any) -> str:
@@ -90,33 +117,52 @@ def settings_diff(stored: dict[str, Any] | None, settings: Any) -> str:
     return ", ".join(bad)
 
 
-def check_ledger(out: Path, sweep: Sweep, resume: bool, create: bool) -> None:
-    """Refuse to mix sweeps in one directory; create the ledger if ``create``."""
+def _read_ledger(out: Path) -> dict[str, Any] | None:
     ledger = out / LEDGER
-    if ledger.exists():
-        try:
-            stored = json.loads(ledger.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise SweepError(f"{ledger}: unreadable ({err}); choose another --out") from None
-        if (stored.get("experiment"), stored.get("budget")) != (sweep.id, sweep.budget):
-            raise SweepError(f"{out} holds the sweep {stored.get('experiment')} ({stored.get('budget')} budget), "
-                             f"not {sweep.id} ({sweep.budget}); choose another --out")
+    if not ledger.exists():
+        return None
+    try:
+        stored = json.loads(ledger.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SweepError(f"{ledger}: unreadable ({err}); choose another --out") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("experiments"), list):
+        raise SweepError(f"{ledger}: not a sweep ledger of this m3fmarl version (no experiment list); "
+                         "choose another --out")
+    return stored
+
+
+def check_ledger(out: Path, campaign: Campaign, resume: bool, create: bool) -> None:
+    """Refuse to mix budgets in one directory, or to start over a sweep without ``--resume``;
+    with ``create``, write the ledger: the experiments already recorded there (kept, so a
+    directory can grow experiment by experiment) plus ``campaign``'s, and the distinct trials of
+    all of them."""
+    stored = _read_ledger(out)
+    if stored is not None:
+        if stored.get("budget") != campaign.budget:
+            raise SweepError(f"{out} holds a sweep with the {stored.get('budget')} budget, not {campaign.budget}; "
+                             "choose another --out")
         if not resume:
-            raise SweepError(f"{out} already holds this sweep; pass --resume to continue it "
-                             "(finished trials are kept) or choose another --out")
-        stored_trials = {t["name"]: t for t in stored.get("trials", [])}
-        for trial in sweep.trials:
-            old = stored_trials.get(trial.name)
-            diff = settings_diff(old["settings"] if old else None, trial.settings)
-            if diff:
-                raise SweepError(f"{out}: trial {trial.name} was started with other settings than "
-                                 f"{sweep.path.name} now gives ({diff}); choose another --out")
+            names = ", ".join(e.get("experiment", "?") for e in stored["experiments"])
+            raise SweepError(f"{out} already holds a sweep ({names}); pass --resume to continue it or add "
+                             "experiments to it (finished trials are kept), or choose another --out")
     elif resume and not create:
         raise SweepError(f"--resume: no sweep to resume in {out} (no {LEDGER})")
     if create:
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(ledger, json.dumps({**sweep.to_dict(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-                                         indent=1))
+        new = campaign.to_dict()
+        ids = {e["experiment"] for e in new["experiments"]}
+        kept_exps = [e for e in (stored or {}).get("experiments", []) if e.get("experiment") not in ids]
+        trials = {t["name"]: t for t in (stored or {}).get("trials", [])
+                  if any(t["name"] in e.get("trials", []) for e in kept_exps)}
+        for t in new["trials"]:
+            if t["name"] in trials:
+                old = trials[t["name"]]
+                t = {**t, "cells": list({json.dumps(c, sort_keys=True): c for c in old["cells"] + t["cells"]}.values()),
+                     "used_by": list(dict.fromkeys(old["used_by"] + t["used_by"]))}
+            trials[t["name"]] = t
+        record = {"budget": campaign.budget, "experiments": kept_exps + new["experiments"],
+                  "trials": list(trials.values()), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        _write_atomic(out / LEDGER, json.dumps(record, indent=1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,24 +220,30 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
 
     try:
         log(f"start {trial.name} (pid {os.getpid()}, host {os.uname().nodename}, ray node {_ray_node()})")
-        if is_finished(out, trial):
+        todo = missing_cells(out, trial)
+        if not todo:
             log("already finished; nothing to do")
         else:
-            resume = (run_dir / RUN_FILE).exists()
-            if resume:
-                diff = settings_diff(read_run(run_dir).get("settings") or {}, trial.settings)
-                if diff:
-                    raise SweepError(f"{run_dir} holds a run with other settings ({diff}); choose another --out")
-            spec = RunSpec(trial.algo, trial.problem, trial.num_minors, trial.variant, trial.seed, trial.iterations)
-            train(spec, run_dir, settings=trial.settings, resume=resume, checkpoint_every=checkpoint_every,
-                  argv=["m3fmarl", "sweep", f"trial={trial.name}"], log=log)
-            final = checkpoints(run_dir)[-1]
+            done = checkpoints(run_dir)
+            if not done or done[-1][0] != trial.iterations:
+                resume = (run_dir / RUN_FILE).exists()
+                if resume:
+                    diff = settings_diff(read_run(run_dir).get("settings") or {}, trial.settings)
+                    if diff:
+                        raise SweepError(f"{run_dir} holds a run with other settings ({diff}); choose another --out")
+                spec = RunSpec(trial.algo, trial.problem, trial.num_minors, trial.variant, trial.seed,
+                               trial.iterations)
+                train(spec, run_dir, settings=trial.settings, resume=resume, checkpoint_every=checkpoint_every,
+                      argv=["m3fmarl", "sweep", f"trial={trial.name}"], log=log)
+                done = checkpoints(run_dir)
+            final = done[-1]
             if final[0] != trial.iterations:
                 raise SweepError(f"{run_dir}: newest checkpoint is iteration {final[0]}, expected {trial.iterations}")
-            _evaluate(trial, run_dir, final[1], log)
+            _evaluate(trial, run_dir, final[1], missing_cells(out, trial), log)
         ev = read_evaluation(run_dir) or {}
         row = _last_row(run_dir) or {}
-        first = (ev.get("results") or [{}])[0]
+        have = evaluated_cells(ev, trial.iterations)
+        first = have.get(trial.cells[0], {}) if trial.cells else {}
         metrics = {"iteration": int(row.get("iteration", trial.iterations)), "env_steps": _float(row.get("env_steps")),
                    "episode_return_mean": _float(row.get("episode_return_mean")), "finished": True,
                    "eval_mean": _float(first.get("mean")), "eval_ci95": _float(first.get("ci95"))}
@@ -206,34 +258,42 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
         log_fh.close()
 
 
-def _evaluate(trial: Trial, run_dir: Path, checkpoint: Path, log: Any) -> None:
-    """The trial's evaluation cells → ``evaluation.json`` (atomically, last).
+def _evaluate(trial: Trial, run_dir: Path, checkpoint: Path, cells: list[Cell], log: Any) -> None:
+    """Evaluate the final checkpoint on ``cells`` and add them to ``evaluation.json`` (rewritten
+    atomically; the cells already there are kept).
 
-    M3FPPO/M3FA2C: :func:`m3fmarl.evaluate.evaluate` for each execution (CE/DE).  IPPO/MAPPO:
-    every agent acts on its own observation, so there is one evaluation per N
-    (``marl_baselines.evaluate``, execution ``multi-agent``).
+    M3FPPO/M3FA2C: :func:`m3fmarl.evaluate.evaluate` per (execution, episodes, seed) over the
+    cells' N.  IPPO/MAPPO: every agent acts on its own observation (execution ``multi-agent``,
+    ``marl_baselines.evaluate``).  A cell's numbers depend only on (policy, N, execution,
+    episodes, seed), so cells evaluated in different invocations equal cells evaluated together.
     """
-    request = evaluation_request(trial)
+    from m3fmarl.train import is_multiagent
+
     t0 = time.perf_counter()
+    groups: dict[tuple[str, int, int], list[int]] = {}
+    for c in cells:
+        groups.setdefault((c.execution, c.episodes, c.seed), []).append(c.num_minors)
     results = []
-    if trial.algo in ("m3fppo", "m3fa2c"):
+    if not is_multiagent(trial.algo):
         from m3fmarl.evaluate import evaluate, load_policy
 
         policy = load_policy(checkpoint)
-        for execution in request["executions"]:
-            results += evaluate(policy, num_minors=request["num_minors"], episodes=request["episodes"],
-                                execution=execution, seed=request["seed"])
+        for (execution, episodes, seed), ns in groups.items():
+            results += evaluate(policy, num_minors=ns, episodes=episodes, execution=execution, seed=seed)
     else:
         try:
             from marl_baselines.evaluate import evaluate_marl, load_marl_policy
         except ImportError as err:
             raise SweepError(f"cannot evaluate {trial.algo} runs: {err}") from None
-        results += evaluate_marl(load_marl_policy(checkpoint), num_minors=request["num_minors"],
-                                 episodes=request["episodes"], seed=request["seed"])
+        policy = load_marl_policy(checkpoint)
+        for (_, episodes, seed), ns in groups.items():
+            results += evaluate_marl(policy, num_minors=ns, episodes=episodes, seed=seed)
     for r in results:
         log(f"eval N={r.num_minors} {r.execution}: {r.mean:.2f} ± {r.ci95:.2f} ({r.episodes} episodes)")
+    previous = evaluated_cells(read_evaluation(run_dir), trial.iterations)
+    merged = {**previous, **{Cell(r.num_minors, r.execution, r.episodes, r.seed): r.to_dict() for r in results}}
     record = {"trial": trial.name, "iterations": trial.iterations, "checkpoint": checkpoint.name,
-              "request": request, "results": [r.to_dict() for r in results], "seconds": time.perf_counter() - t0,
+              "results": list(merged.values()), "seconds": time.perf_counter() - t0,
               "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_atomic(run_dir / EVAL_FILE, json.dumps(record, indent=1))
 
@@ -263,7 +323,7 @@ class ProgressTable:
     """A compact live table of the sweep, printed at most every ``every`` seconds and on every
     trial start, finish and failure."""
 
-    def __init__(self, sweep: Sweep, kept: list[str], every: float, stream: Any = None):
+    def __init__(self, sweep: Campaign, kept: list[str], every: float, stream: Any = None):
         self.sweep = sweep
         self.every = every
         self.stream = stream  # None: sys.stdout at print time (the table is pickled under Ray Client)
@@ -295,13 +355,13 @@ class ProgressTable:
         self.last = now
         its = {t.name: t.iterations for t in self.sweep.trials}
         counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts().items()))
-        lines = [f"[sweep {self.sweep.id}/{self.sweep.budget} {_elapsed(now - self.t0)}] {counts}"]
-        lines.append(f"  {'trial':<40} {'status':<10} {'iter':>11} {'env steps':>9} {'return':>9} {'eval':>9}")
+        lines = [f"[sweep {self.sweep.label}/{self.sweep.budget} {_elapsed(now - self.t0)}] {counts}"]
+        lines.append(f"  {'trial':<54} {'status':<10} {'iter':>11} {'env steps':>9} {'return':>9} {'eval':>9}")
         for name, st in self.state.items():
             if st["status"] == "pending" and len(self.state) > 12:
                 continue
             it = st.get("iteration")
-            lines.append(f"  {name:<40} {st['status']:<10} {(f'{it}/{its[name]}' if it else '-'):>11} "
+            lines.append(f"  {name:<54} {st['status']:<10} {(f'{it}/{its[name]}' if it else '-'):>11} "
                          f"{_fmt_steps(st.get('env_steps', math.nan)):>9} "
                          f"{_fmt(st.get('episode_return_mean', math.nan)):>9} {_fmt(st.get('eval_mean', math.nan)):>9}")
         print("\n".join(lines), file=self.stream or sys.stdout, flush=True)
@@ -394,7 +454,7 @@ def _init_ray(address: str | None, cpus: int | None) -> None:
                  log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
 
 
-def run_sweep(sweep: Sweep, out: Path, *, address: str | None = None, cpus: int | None = None,
+def run_sweep(sweep: Campaign, out: Path, *, address: str | None = None, cpus: int | None = None,
               max_failures: int = 2, checkpoint_every: int = 10, report_every: float = 10.0) -> int:
     """Run every unfinished trial of ``sweep`` on Ray Tune; returns the exit status (0 all done)."""
     import ray
@@ -404,8 +464,10 @@ def run_sweep(sweep: Sweep, out: Path, *, address: str | None = None, cpus: int 
     kept = [t.name for t in sweep.trials if is_finished(out, t)]
     todo = [t for t in sweep.trials if t.name not in kept]
     steps = sum(t.env_steps for t in sweep.trials)
-    print(f"sweep {sweep.id} ({sweep.budget} budget): {len(sweep.trials)} trials, {_fmt_steps(steps)} env steps "
-          f"in all; {len(kept)} finished (kept), {len(todo)} to run -> {out}", flush=True)
+    named = sum(len(e.trials) for e in sweep.experiments)
+    shared = f" ({named} named by the experiments, shared ones trained once)" if named != len(sweep.trials) else ""
+    print(f"sweep {sweep.label} ({sweep.budget} budget): {len(sweep.trials)} trials{shared}, {_fmt_steps(steps)} "
+          f"env steps in all; {len(kept)} finished (kept), {len(todo)} to run -> {out}", flush=True)
     table = ProgressTable(sweep, kept, report_every)
     if todo:
         _init_ray(address, cpus)
@@ -448,26 +510,27 @@ def trials_cpus(trials: list[Trial], name: str) -> int:
     return next(t.cpus for t in trials if t.name == name)
 
 
-def _finish(sweep: Sweep, out: Path, table: ProgressTable, errors: dict[str, Any]) -> int:
+def _finish(sweep: Campaign, out: Path, table: ProgressTable, errors: dict[str, Any]) -> int:
     rows = []
     missing = []
     for t in sweep.trials:
-        ev = read_evaluation(trial_dir(out, t)) if is_finished(out, t) else None
-        if ev is None:
+        have = evaluated_cells(read_evaluation(trial_dir(out, t)), t.iterations)
+        if any(c not in have for c in t.cells):
             missing.append(t.name)
             table.update(t.name, "FAILED" if t.name in errors else "unfinished")
             continue
         row = _last_row(trial_dir(out, t)) or {}
-        first = ev["results"][0] if ev["results"] else {}
+        first = have[t.cells[0]]
         table.update(t.name, "kept" if table.state[t.name]["status"] == "kept" else "finished",
                      {"iteration": int(row.get("iteration", t.iterations)), "env_steps": _float(row.get("env_steps")),
                       "episode_return_mean": _float(row.get("episode_return_mean")),
                       "eval_mean": _float(first.get("mean"))})
-        for r in ev["results"]:
-            rows.append({"trial": t.name, "problem": t.problem, "algo": t.algo, "train_num_minors": t.num_minors,
-                         "seed": t.seed, "iterations": t.iterations, "env_steps": t.env_steps,
-                         "eval_num_minors": r["num_minors"], "execution": r["execution"], "episodes": r["episodes"],
-                         "mean": r["mean"], "ci95": r["ci95"]})
+        for c in t.cells:
+            r = have[c]
+            rows.append({"trial": t.name, "used_by": " ".join(sweep.used_by[t.name]), "problem": t.problem,
+                         "algo": t.algo, "train_num_minors": t.num_minors, "seed": t.seed, "iterations": t.iterations,
+                         "env_steps": t.env_steps, "eval_num_minors": r["num_minors"], "execution": r["execution"],
+                         "episodes": r["episodes"], "mean": r["mean"], "ci95": r["ci95"]})
     if rows:
         with open(out / "summary.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -475,15 +538,17 @@ def _finish(sweep: Sweep, out: Path, table: ProgressTable, errors: dict[str, Any
             w.writerows(rows)
     table.print(force=True)
     if not missing:
-        print(f"sweep {sweep.id}: all {len(sweep.trials)} trials finished; results in {out}/summary.csv", flush=True)
+        print(f"sweep {sweep.label}: all {len(sweep.trials)} trials finished; results in {out}/summary.csv",
+              flush=True)
         return 0
-    print(f"sweep {sweep.id}: {len(missing)} of {len(sweep.trials)} trials not finished:", file=sys.stderr)
+    print(f"sweep {sweep.label}: {len(missing)} of {len(sweep.trials)} trials not finished:", file=sys.stderr)
     for name in missing:
         err = errors.get(name)
         err = getattr(err, "cause", None) or err  # a RayTaskError wraps the trial's exception
         why = f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}" if err is not None else "not run"
         print(f"  {name}: {why} (log: {out}/logs/{name}.log)", file=sys.stderr)
-    print(f"rerun with --resume to retry them (finished trials are kept): m3fmarl sweep {sweep.path} "
+    files = " ".join(str(e.path) for e in sweep.experiments)
+    print(f"rerun with --resume to retry them (finished trials are kept): m3fmarl sweep {files} "
           f"--budget {sweep.budget} --out {out} --resume", file=sys.stderr, flush=True)
     return 1
 
@@ -493,37 +558,54 @@ def _finish(sweep: Sweep, out: Path, table: ProgressTable, errors: dict[str, Any
 # ----------------------------------------------------------------------------------------------
 
 
+def load_campaign(paths: list[str], budget: str) -> Campaign:
+    """The experiments at ``paths`` for ``budget``, their trials deduplicated."""
+    return merge_sweeps([load_experiment(p, budget) for p in paths])
+
+
+def default_out(campaign: Campaign) -> Path:
+    return Path("results") / "sweeps" / f"{campaign.label}-{campaign.budget}"
+
+
+def list_trials(campaign: Campaign, out: Path) -> list[str]:
+    """``--list``: one line per distinct trial (index, name, iterations, env steps, CPUs, status,
+    the experiments that use it)."""
+    named = sum(len(e.trials) for e in campaign.experiments)
+    lines = [f"# {campaign.label} ({campaign.budget} budget): {len(campaign.trials)} distinct trials ({named} named by "
+             f"the experiments); index name iterations env_steps cpus status used_by"]
+    for i, t in enumerate(campaign.trials):
+        status = "finished" if is_finished(out, t) else "todo"
+        lines.append(f"{i} {t.name} {t.iterations} {t.env_steps} {t.cpus} {status} {','.join(campaign.used_by[t.name])}")
+    return lines
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    sweep = load_experiment(args.experiment, args.budget)
-    out = Path(args.out) if args.out else Path("results") / "sweeps" / f"{sweep.id}-{sweep.budget}"
+    campaign = load_campaign(args.experiments, args.budget)
+    out = Path(args.out) if args.out else default_out(campaign)
     if args.list:
-        print(f"# {sweep.id} ({sweep.budget} budget): {len(sweep.trials)} trials; index name iterations env_steps "
-              f"cpus status")
-        for i, t in enumerate(sweep.trials):
-            status = "finished" if is_finished(out, t) else "todo"
-            print(f"{i} {t.name} {t.iterations} {t.env_steps} {t.cpus} {status}")
+        print("\n".join(list_trials(campaign, out)))
         return 0
     if args.trial_index is not None:
-        if not 0 <= args.trial_index < len(sweep.trials):
-            raise SweepError(f"--trial-index {args.trial_index} out of range; {sweep.path.name} ({sweep.budget}) "
-                             f"has trials 0..{len(sweep.trials) - 1}")
+        if not 0 <= args.trial_index < len(campaign.trials):
+            raise SweepError(f"--trial-index {args.trial_index} out of range; {campaign.label} ({campaign.budget}) "
+                             f"has trials 0..{len(campaign.trials) - 1}")
         try:
-            check_ledger(out, sweep, resume=True, create=True)
+            check_ledger(out, campaign, resume=True, create=True)
         except OSError as err:
             raise SweepError(f"--out {out}: cannot write the sweep directory ({err.strerror})") from None
-        trial = sweep.trials[args.trial_index]
-        print(f"trial {args.trial_index}/{len(sweep.trials)}: {trial.name}, {trial.iterations} iterations x "
+        trial = campaign.trials[args.trial_index]
+        print(f"trial {args.trial_index}/{len(campaign.trials)}: {trial.name}, {trial.iterations} iterations x "
               f"{trial.settings.train_batch_size} env steps -> {trial_dir(out.resolve(), trial)}", flush=True)
         _init_ray(args.address, args.cpus or trial.cpus)
         m = run_trial(trial, out.resolve(), checkpoint_every=args.checkpoint_every, echo=True)
         print(f"trial {trial.name}: finished, evaluation {m['eval_mean']:.2f} ± {m['eval_ci95']:.2f}", flush=True)
         return 0
-    check_ledger(out, sweep, resume=args.resume, create=False)
+    check_ledger(out, campaign, resume=args.resume, create=False)
     try:
-        check_ledger(out, sweep, resume=True, create=True)
+        check_ledger(out, campaign, resume=True, create=True)
     except OSError as err:
         raise SweepError(f"--out {out}: cannot write the sweep directory ({err.strerror})") from None
-    return run_sweep(sweep, out, address=args.address, cpus=args.cpus, max_failures=args.max_failures,
+    return run_sweep(campaign, out, address=args.address, cpus=args.cpus, max_failures=args.max_failures,
                      checkpoint_every=args.checkpoint_every, report_every=args.report_every)
 
 
@@ -546,21 +628,25 @@ def _positive_int(text: str) -> int:
 
 def add_parser(sub: Any) -> None:
     """The ``sweep`` subcommand."""
-    p = sub.add_parser("sweep", help="run an experiment definition (problems x algorithms x N x seeds) on Ray Tune")
-    p.add_argument("experiment", help="experiment file, e.g. experiments/table2.yaml")
+    p = sub.add_parser("sweep", help="run experiment definitions (problems x algorithms x N x seeds) on Ray Tune; "
+                                     "trials shared by several experiments run once")
+    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT",
+                   help="experiment file(s), e.g. experiments/table2.yaml or experiments/*.yaml")
     p.add_argument("--budget", choices=BUDGETS, default="paper",
                    help="smoke (minutes), reduced (one machine) or paper (full length; default)")
-    p.add_argument("--out", help="sweep directory (default results/sweeps/<id>-<budget>)")
+    p.add_argument("--out", help="sweep directory (default results/sweeps/<id>[+<id>...]-<budget>)")
     p.add_argument("--address", help="Ray cluster to use: auto, host:port or ray://host:port (default: start a "
                                      "local Ray with this machine's CPUs)")
     p.add_argument("--cpus", type=_positive_int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the sweep in --out: keep finished trials, resume the others from checkpoints")
+                   help="continue the sweep in --out (or add experiments to it): keep finished trials, resume the "
+                        "others from checkpoints")
     p.add_argument("--max-failures", type=_nonneg_int, default=2, help="retries of a failing trial (default 2)")
     p.add_argument("--checkpoint-every", type=_positive_int, default=10, help="iterations between checkpoints")
     p.add_argument("--report-every", type=float, default=30.0, help="seconds between progress tables (default 30)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--list", action="store_true", help="list the trials with their index and status, run nothing")
+    mode.add_argument("--list", action="store_true",
+                      help="list the distinct trials with their index, status and experiments, run nothing")
     mode.add_argument("--trial-index", type=_nonneg_int,
                       help="run only trial I, in this process without Ray Tune (Slurm array mode)")
     p.set_defaults(func=cmd_sweep)

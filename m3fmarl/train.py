@@ -16,18 +16,22 @@ dropped (those iterations are trained again).  An existing run directory is neve
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import importlib
 import json
 import math
 import os
+import pickle
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,15 @@ ALGORITHM_BUILDERS: dict[str, str] = {
     "mappo": "marl_baselines.ppo:mappo_config",
 }
 """Algorithm name → ``module:function`` returning its RLlib AlgorithmConfig."""
+
+ALGORITHM_VIEWS: dict[str, str] = {"m3fppo": "m3fc", "m3fa2c": "m3fc", "ippo": "multi-agent", "mappo": "multi-agent"}
+"""Algorithm name → the view it trains on: ``m3fc`` (one upper-level policy, evaluated with CE
+or DE) or ``multi-agent`` (one policy per agent group, every agent on its own observation)."""
+
+
+def is_multiagent(algo: str) -> bool:
+    """True for algorithms trained on the multi-agent view (their policies act per agent)."""
+    return ALGORITHM_VIEWS[algo] == "multi-agent"
 
 RUN_FILE = "run.json"
 MARKER = "m3fmarl.json"
@@ -118,6 +131,19 @@ def package_versions() -> dict[str, str | None]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _invocation(argv: list[str], resume: bool) -> dict[str, Any]:
+    """One entry of ``run.json["invocations"]``: every ``train`` call on the run directory."""
+    return {"command": list(argv), "resume": resume, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "git": git_info(), "host": platform.node(), "pid": os.getpid()}
+
+
+def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Write ``run.json`` atomically (a kill never leaves half a file)."""
+    tmp = run_dir / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, run_dir / RUN_FILE)
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     try:
@@ -127,7 +153,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run, oldest first, as (iteration, path)."""
+    """Complete checkpoints of a run, oldest first, as (iteration, path).  A checkpoint is
+    complete when its ``m3fmarl.json`` marker exists: the marker is written last, inside a
+    temporary directory that is renamed into place (:func:`save_checkpoint`)."""
     out = []
     for path in sorted((run_dir / "checkpoints").glob("iter_*")):
         marker = path / MARKER
@@ -152,7 +180,8 @@ def prepare_run_dir(spec: RunSpec, settings: Any, run_dir: Path, resume: bool, a
             raise RunError(f"{run_dir}: --resume with different settings: stored {record['spec']}, "
                            f"asked {dataclasses.asdict(spec)}")
         record["spec"]["iterations"] = spec.iterations
-        (run_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
+        record.setdefault("invocations", []).append(_invocation(argv, resume=True))
+        write_run_record(run_dir, record)
         return record
     if resume:
         raise RunError(f"--resume: no run to resume in {run_dir} (no {RUN_FILE})")
@@ -167,8 +196,9 @@ def prepare_run_dir(spec: RunSpec, settings: Any, run_dir: Path, resume: bool, a
         "command": argv,
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "invocations": [_invocation(argv, resume=False)],
     }
-    (run_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
+    write_run_record(run_dir, record)
     header = f"# Resolved {spec.algo} settings of this run ({spec.problem}, N={spec.num_minors}, {spec.variant})\n"
     (run_dir / "config.yaml").write_text(header + yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False))
     return record
@@ -268,24 +298,94 @@ def build_config(spec: RunSpec, settings: Any) -> Any:
     return builder(spec.problem, spec.num_minors, spec.variant, seed=spec.seed, **settings.builder_kwargs(spec.variant))
 
 
-def _save(algo: Any, run_dir: Path, spec: RunSpec, iteration: int, env_steps: float, keep: int) -> Path:
-    path = run_dir / "checkpoints" / f"iter_{iteration:06d}"
-    if path.exists():
-        shutil.rmtree(path)
-    algo.save_to_path(str(path.resolve()))
-    marker = {"iteration": iteration, "env_steps": env_steps, **dataclasses.asdict(spec),
-              "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    (path / MARKER).write_text(json.dumps(marker, indent=1))
+TMP_PREFIX = ".tmp-"
+"""Prefix of a checkpoint directory being written (renamed to ``iter_NNNNNN`` when complete)."""
+
+
+def save_checkpoint(algo: Any, run_dir: Path, spec: RunSpec, iteration: int, env_steps: float, keep: int,
+                    state: dict[str, Any] | None = None, time_total_s: float = math.nan) -> Path:
+    """Write checkpoint ``iter_NNNNNN`` of ``algo`` (or of ``state``, an ``algo.get_state()``
+    taken earlier): into a temporary directory, marker last, then renamed into place, so a kill
+    at any moment leaves either the complete checkpoint or none.  Keeps the newest ``keep``."""
+    final = run_dir / "checkpoints" / f"iter_{iteration:06d}"
+    tmp = run_dir / "checkpoints" / f"{TMP_PREFIX}{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    algo.save_to_path(str(tmp.resolve()), state=state)
+    marker = {"iteration": iteration, "env_steps": env_steps, "time_total_s": time_total_s,
+              **dataclasses.asdict(spec), "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (tmp / MARKER).write_text(json.dumps(marker, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
     for _, old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    return path
+    return final
+
+
+def _marker(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def restore_newest(algo: Any, run_dir: Path, log: Callable[[str], None]) -> tuple[int, float]:
+    """Restore ``algo`` from the newest checkpoint that loads; a newest checkpoint that does not
+    (truncated by a full disk, a damaged file) is skipped with a warning and the previous one
+    used.  Returns (iteration, time_total_s) of the checkpoint used, (0, 0.0) if none loads."""
+    for iteration, path in reversed(checkpoints(run_dir)):
+        try:
+            algo.restore_from_path(str(path.resolve()))
+        except Exception as err:  # noqa: BLE001 - any failure to load means: try the previous one
+            log(f"warning: checkpoint {path.name} cannot be restored ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); trying the previous one")
+            continue
+        done = getattr(algo, "iterations_done", iteration)
+        if done != iteration:
+            raise RunError(f"{path}: the marker says iteration {iteration} but the algorithm state has {done}")
+        total = _marker(path).get("time_total_s", math.nan)
+        return iteration, float(total) if total is not None and math.isfinite(float(total)) else 0.0
+    return 0, 0.0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm's time limit, ``kill``) turned into the same clean stop as Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """While training in the main thread, SIGTERM raises :class:`_Terminated` (a
+    KeyboardInterrupt), so that it gets Ctrl-C's handling: the last finished iteration is saved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train(
     spec: RunSpec, run_dir: str | Path, *, settings: Any = None, resume: bool = False, checkpoint_every: int = 10,
     keep_checkpoints: int = 3, argv: list[str] | None = None, log: Callable[[str], None] = print,
 ) -> Path:
-    """Train ``spec`` into ``run_dir`` (or continue it with ``resume``); returns the run directory."""
+    """Train ``spec`` into ``run_dir`` (or continue it with ``resume``); returns the run directory.
+
+    Exact resume: every iteration is a function of the algorithm state at its start (weights,
+    optimiser, KL coefficient, counters, the last 100 episode returns) and of (seed, iteration)
+    (:class:`m3fmarl.algorithms.batched.BatchedPPO`).  Checkpoints only ever hold the state at
+    the end of a finished iteration: on Ctrl-C or SIGTERM in the middle of an iteration, the
+    state kept in memory after the last finished iteration is written (if newer than the last
+    checkpoint), never the half-trained one.  After SIGKILL, ``--resume`` restarts from the last
+    checkpoint, drops the progress rows after it, and retrains those iterations to the same
+    numbers.
+    """
     run_dir = Path(run_dir)
     if settings is None:
         settings = load_algorithm(spec.algo)
@@ -305,15 +405,18 @@ def train(
     if not ray.is_initialized():
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  configure_logging=True, logging_level="ERROR")
+    for stale in (run_dir / "checkpoints").glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a checkpoint whose writer was killed
     algo = build_config(spec, settings).build_algo()
-    start = 0
-    done = checkpoints(run_dir)
-    if resume and done:
-        start, path = done[-1]
-        algo.restore_from_path(str(path.resolve()))
-        log(f"resumed {run_dir} from iteration {start} ({path.name})")
-    elif resume:
-        log(f"resume: {run_dir} has no complete checkpoint; starting from iteration 0")
+    start, time_base = 0, 0.0
+    if resume:
+        start, time_base = restore_newest(algo, run_dir, log)
+        if start:
+            log(f"resumed {run_dir} from iteration {start} (iter_{start:06d})")
+        else:
+            log(f"resume: {run_dir} has no complete checkpoint; starting from iteration 0")
+        record["invocations"][-1]["resumed_from_iteration"] = start
+        write_run_record(run_dir, record)
     _truncate_progress(run_dir / "progress.csv", start)
     if start >= spec.iterations:
         log(f"{run_dir}: already trained for {start} iterations (asked {spec.iterations}); nothing to do")
@@ -332,28 +435,44 @@ def train(
     t0 = time.perf_counter()
     row: dict[str, float] = {"env_steps": math.nan}
     last_return = math.nan
-    completed = saved = start
+    # the state after the last finished iteration, pickled (a frozen copy), and what it is
+    snapshot: bytes | None = None
+    snap = {"iteration": start, "env_steps": math.nan, "time_total_s": time_base}
+    saved = start
     try:
-        for iteration in range(start + 1, spec.iterations + 1):
-            result = algo.train()
-            completed = iteration
-            row = metrics_row(result, iteration)
-            csv_writer.writerow(row)
-            fh.flush()
-            for key, value in row.items():
-                if key != "iteration" and math.isfinite(value):
-                    writer.add_scalar(key, value, global_step=iteration)
-            per_iter = (time.perf_counter() - t0) / (iteration - start)
-            log(progress_line(row, spec.iterations, per_iter * (spec.iterations - iteration), last_return))
-            if math.isfinite(row["episode_return_mean"]):
-                last_return = row["episode_return_mean"]
-            if iteration % checkpoint_every == 0 or iteration == spec.iterations:
-                _save(algo, run_dir, spec, iteration, row["env_steps"], keep_checkpoints)
-                saved = iteration
-    except KeyboardInterrupt:
-        if completed > saved:  # keep every finished iteration
-            path = _save(algo, run_dir, spec, completed, row["env_steps"], keep_checkpoints)
-            log(f"interrupted: saved {path}; continue with --resume")
+        with _stop_on_sigterm():
+            for iteration in range(start + 1, spec.iterations + 1):
+                result = algo.train()
+                state = pickle.dumps(algo.get_state(), protocol=pickle.HIGHEST_PROTOCOL)
+                row = metrics_row(result, iteration)
+                row["time_total_s"] = time_base + (time.perf_counter() - t0)
+                csv_writer.writerow(row)
+                fh.flush()
+                snapshot = state
+                snap = {"iteration": iteration, "env_steps": row["env_steps"], "time_total_s": row["time_total_s"]}
+                for key, value in row.items():
+                    if key != "iteration" and math.isfinite(value):
+                        writer.add_scalar(key, value, global_step=iteration)
+                per_iter = (time.perf_counter() - t0) / (iteration - start)
+                log(progress_line(row, spec.iterations, per_iter * (spec.iterations - iteration), last_return))
+                if math.isfinite(row["episode_return_mean"]):
+                    last_return = row["episode_return_mean"]
+                if iteration % checkpoint_every == 0 or iteration == spec.iterations:
+                    save_checkpoint(algo, run_dir, spec, iteration, row["env_steps"], keep_checkpoints,
+                                    state=pickle.loads(snapshot), time_total_s=row["time_total_s"])
+                    saved = iteration
+    except KeyboardInterrupt as stop:
+        # keep every finished iteration: the frozen state after the last one, never the
+        # half-trained state of the interrupted iteration
+        if snapshot is not None and snap["iteration"] > saved:
+            path = save_checkpoint(algo, run_dir, spec, snap["iteration"], snap["env_steps"], keep_checkpoints,
+                                   state=pickle.loads(snapshot), time_total_s=snap["time_total_s"])
+            saved = snap["iteration"]
+            log(f"{'terminated' if isinstance(stop, _Terminated) else 'interrupted'}: saved {path} "
+                f"(iteration {saved}); continue with --resume")
+        else:
+            log(f"{'terminated' if isinstance(stop, _Terminated) else 'interrupted'}: last checkpoint is "
+                f"iteration {saved}; continue with --resume")
         raise
     finally:
         fh.close()

@@ -91,7 +91,7 @@ def marl_episode_returns(
             sampler = BatchedSampler(core, b, seed=int(rng.integers(2**63)))
             total = np.zeros(b)
             for _ in range(core.horizon):
-                actions, _, _ = sampler._act(modules, sampler.obs, core.own_keys(sampler.state))
+                actions, _, _ = sampler.act(modules, sampler.obs, core.own_keys(sampler.state))
                 sampler.state, reward = core.step(sampler.state, actions, sampler.rng)
                 sampler.obs = core.observe(sampler.state)
                 total += reward

@@ -12,8 +12,9 @@
   epochs than the minor policy).
 * Sampling: :class:`marl_baselines.sampler.BatchedSampler` in the driver, with the learner's own
   modules (no weight sync needed); ``train_batch_size`` counts env (joint) steps (H5).
-* Algorithm: :class:`MARLPPO`, RLlib's PPO with this ``training_step``; checkpoints, restore and
-  metrics are RLlib's.
+* Algorithm: :class:`MARLPPO`, RLlib's PPO with this ``training_step`` (per-iteration seeds, exact
+  resume: :class:`~m3fmarl.algorithms.batched.BatchedPPO`); checkpoints, restore and metrics are
+  RLlib's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
@@ -31,17 +32,9 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
-    EPISODE_RETURN_MAX,
-    EPISODE_RETURN_MEAN,
-    EPISODE_RETURN_MIN,
     LEARNER_RESULTS,
     LEARNER_UPDATE_TIMER,
-    NUM_AGENT_STEPS_SAMPLED,
-    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
-    NUM_ENV_STEPS_SAMPLED,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
-    NUM_EPISODES,
-    NUM_EPISODES_LIFETIME,
     TIMERS,
 )
 
@@ -54,17 +47,17 @@ from m3fmarl.algorithms.m3fppo import (
     VF_CLIP_KEY,
     M3FPPOTorchLearner,
     M3FPPOTorchRLModule,
-    _on_environment_created,
-    _set_torch_threads,
     apply_overrides,
     normc_,
     use_fast_tanh,
 )
+from m3fmarl.algorithms.batched import BatchedPPO, on_environment_created
 from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore, policy_of
 from m3fmarl.multiagent.envs import register_rllib_envs, rllib_env_name
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import VARIANTS, check_choice, check_num_minors
-from marl_baselines.sampler import ADVANTAGES, BOOTSTRAPS, CRITIC_OBS, BatchedSampler
+from m3fmarl.sampling import ADVANTAGES, standardize
+from marl_baselines.sampler import BOOTSTRAPS, CRITIC_OBS, BatchedSampler
 
 MARL_KEY = "m3f_marl"
 """``learner_config_dict`` key holding the MARL settings (problem, N, variant, critic, …)."""
@@ -142,53 +135,40 @@ class MARLPPOTorchLearner(M3FPPOTorchLearner):
 # --- algorithm ---------------------------------------------------------------------------------
 
 
-class MARLPPO(PPO):
+class MARLPPO(BatchedPPO):
     """RLlib PPO whose ``training_step`` samples with :class:`BatchedSampler` and updates each
-    policy separately (per-module epochs)."""
+    policy separately (per-module epochs); iterations exactly resumable
+    (:class:`~m3fmarl.algorithms.batched.BatchedPPO`)."""
 
-    def setup(self, config: Any) -> None:
-        super().setup(config)
+    def _make_sampler(self) -> BatchedSampler:
         opts = self.config.learner_config_dict[MARL_KEY]
-        self._core = MultiAgentCore(opts["problem"], opts["num_minors"], opts["variant"], **opts.get("switches", {}))
+        core = MultiAgentCore(opts["problem"], opts["num_minors"], opts["variant"], **opts.get("switches", {}))
         num_envs = int(opts["num_envs"])
         if self.config.train_batch_size_per_learner % num_envs:
             raise ValueError(f"train_batch_size ({self.config.train_batch_size_per_learner}) must be a multiple of "
                              f"num_envs_per_env_runner ({num_envs})")
-        torch.manual_seed(int(self.config.seed or 0))
-        self._sampler = BatchedSampler(
-            self._core, num_envs, seed=int(self.config.seed or 0), centralized_critic=opts["critic"] == "centralized",
+        self._standardize = bool(self.config.learner_config_dict.get(STANDARDIZE_KEY, True))
+        return BatchedSampler(
+            core, num_envs, seed=int(self.config.seed or 0), centralized_critic=opts["critic"] == "centralized",
             bootstrap=opts["bootstrap"], gamma=self.config.gamma, lambda_=self.config.lambda_,
         )
-        self._standardize = bool(self.config.learner_config_dict.get(STANDARDIZE_KEY, True))
-
-    def restore_from_path(self, path: Any, *args: Any, **kwargs: Any) -> None:
-        """RLlib's restore, then fresh sampler episodes seeded by (seed, restored iteration), so a
-        resumed run does not replay the random stream it started with."""
-        super().restore_from_path(path, *args, **kwargs)
-        seed = int(self.config.seed or 0)
-        env_seed, torch_seed = (int(x) for x in np.random.SeedSequence([seed, int(self.iteration)]).generate_state(2))
-        torch.manual_seed(torch_seed)
-        self._sampler.reset(env_seed)
 
     def _local_modules(self) -> dict[str, Any]:
-        learner = self.learner_group._learner
-        if learner is None:
-            raise RuntimeError("MARLPPO samples with the local learner's modules: use num_learners=0")
+        learner = self.local_learner()
         return {mid: learner.module[mid].unwrapped() for mid in learner.module.keys()}
 
-    def training_step(self) -> None:
-        _set_torch_threads()
+    def _sample_and_update(self) -> None:
         steps_per_env = self.config.train_batch_size_per_learner // self._sampler.num_envs
         modules = self._local_modules()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             batches, stats = self._sampler.sample(modules, steps_per_env)
-        self._log_sampling(stats)
+        self.log_sampling(stats.env_steps, len(stats.episode_returns),
+                          {g.module_id: stats.env_steps * len(g.agents) for g in self._sampler.groups})
         lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             for module_id, columns in batches.items():
                 if self._standardize:
-                    adv = columns[ADVANTAGES].astype(np.float64)
-                    columns[ADVANTAGES] = ((adv - adv.mean()) / max(1e-4, adv.std())).astype(np.float32)
+                    columns[ADVANTAGES] = standardize(columns[ADVANTAGES])
                 batch = MultiAgentBatch({module_id: SampleBatch(columns)}, env_steps=stats.env_steps)
                 results = self.learner_group.update(
                     batch=batch,
@@ -198,23 +178,6 @@ class MARLPPO(PPO):
                     shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
                 )
                 self.metrics.aggregate(results, key=LEARNER_RESULTS)
-
-    def _log_sampling(self, stats: Any) -> None:
-        m = self.metrics
-        m.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED), stats.env_steps, reduce="sum")
-        m.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), stats.env_steps, reduce="lifetime_sum")
-        for g in self._sampler.groups:  # agent steps per policy (RLlib keys them by agent/module)
-            count = stats.env_steps * len(g.agents)
-            m.log_value((ENV_RUNNER_RESULTS, NUM_AGENT_STEPS_SAMPLED, g.module_id), count, reduce="sum")
-            m.log_value((ENV_RUNNER_RESULTS, NUM_AGENT_STEPS_SAMPLED_LIFETIME, g.module_id), count,
-                        reduce="lifetime_sum")
-        m.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES), len(stats.episode_returns), reduce="sum")
-        m.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES_LIFETIME), len(stats.episode_returns), reduce="lifetime_sum")
-        recent = list(self._sampler.recent_returns)
-        if recent:  # smoothed over the last 100 finished training episodes (RLlib-1.8 default)
-            m.log_value((ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN), float(np.mean(recent)), window=1)
-            m.log_value((ENV_RUNNER_RESULTS, EPISODE_RETURN_MIN), float(np.min(recent)), window=1)
-            m.log_value((ENV_RUNNER_RESULTS, EPISODE_RETURN_MAX), float(np.max(recent)), window=1)
 
 
 # --- config ------------------------------------------------------------------------------------
@@ -311,7 +274,7 @@ def marl_config(
             use_critic=True,
         )
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
-        .callbacks(on_environment_created=_on_environment_created)
+        .callbacks(on_environment_created=on_environment_created)
         .reporting(metrics_num_episodes_for_smoothing=100)
         .debugging(seed=seed)
     )

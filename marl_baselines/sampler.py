@@ -23,42 +23,27 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
 from m3fmarl.advantages import gae
+from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
 from m3fmarl.problems.core import put_copies
+from m3fmarl.sampling import (
+    ACTION_DIST_INPUTS,
+    ACTION_LOGP,
+    ACTIONS,
+    ADVANTAGES,
+    OBS,
+    VALUE_CHUNK_ROWS,
+    VALUE_TARGETS,
+    VF_PREDS,
+    actor_inputs,
+)
 
-# Column names (RLlib's Columns values, spelled out to keep this module free of ray imports).
-OBS = "obs"
-ACTIONS = "actions"
-ACTION_LOGP = "action_logp"
-ACTION_DIST_INPUTS = "action_dist_inputs"
-ADVANTAGES = "advantages"
-VALUE_TARGETS = "value_targets"
-VF_PREDS = "vf_preds"
 CRITIC_OBS = "critic_obs"
 """MAPPO only: per row, the global state then the other agents' actions (spec §1.7)."""
 
 BOOTSTRAPS = ("next_obs", "last_step")
 """How a MAPPO critic bootstraps a cut trajectory: from the value of the next observation (paper,
 standard GAE) or from the value of the last stored step (the reference's quirk, spec §1.7)."""
-
-
-def actor_inputs(module: Any, obs: torch.Tensor) -> torch.Tensor:
-    """Action-distribution inputs of ``obs`` from the actor alone.
-
-    RLlib's ``forward_exploration`` of the default PPO module also runs the critic encoder (its
-    actor-critic encoder computes both); sampling needs only the actor, so for modules with
-    ``encoder.actor_encoder`` and ``pi`` those two are called directly (the same computation as
-    the actor half of ``forward_exploration``).  Other modules use ``forward_exploration``.
-    """
-    actor = getattr(getattr(module, "encoder", None), "actor_encoder", None)
-    if actor is not None and hasattr(module, "pi") and not module.is_stateful():
-        return module.pi(actor({OBS: obs})["encoder_out"])
-    return module.forward_exploration({OBS: obs})[ACTION_DIST_INPUTS]
-
-
-VALUE_CHUNK_ROWS = 4096
-"""Rows per critic forward pass when values are computed for a whole rollout."""
 
 
 @dataclass
@@ -123,8 +108,24 @@ class BatchedSampler:
         self.state, self.obs = self.core.reset(self.num_envs, self.rng)
         self.episode_return = np.zeros(self.num_envs)
 
+    def get_state(self) -> dict[str, Any]:
+        """What the next :meth:`sample` depends on besides the modules and torch's generator:
+        the copies' states, observations and running returns, the env generator, the recent
+        finished returns (for checkpoints: a resumed run continues the same episodes)."""
+        return {"rng": self.rng.bit_generator.state, "state": self.state.copy(), "obs": self.obs.copy(),
+                "episode_return": self.episode_return.copy(), "recent_returns": list(self.recent_returns)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
+        self.state = state["state"].copy()
+        self.obs = np.array(state["obs"])
+        self.episode_return = np.array(state["episode_return"], dtype=np.float64)
+        self.recent_returns.clear()
+        self.recent_returns.extend(state["recent_returns"])
+
     # --- policy ------------------------------------------------------------------------------
-    def _act(self, modules: dict[str, Any], obs: NDArray[np.float32], keys: NDArray[np.int64] | None = None,
+    def act(self, modules: dict[str, Any], obs: NDArray[np.float32], keys: NDArray[np.int64] | None = None,
              ) -> tuple[NDArray, NDArray, dict[str, NDArray]]:
         """Sample every agent's action. Returns actions ``(B, n[, d])``, log-probs ``(B, n)`` and
         the distribution inputs per policy ``{module_id: (B, k, width)}``.
@@ -231,7 +232,7 @@ class BatchedSampler:
         for t in range(t_len):
             obs = self.obs
             keys = core.own_keys(self.state)
-            actions, logp, dists = self._act(modules, obs, keys)
+            actions, logp, dists = self.act(modules, obs, keys)
             obs_buf[t], act_buf[t], logp_buf[t] = obs, actions, logp
             if keys is not None:
                 if key_buf is None:
@@ -304,7 +305,7 @@ class BatchedSampler:
         A MAPPO critic also needs the others' actions there: sampled from the current policies."""
         if not self.centralized_critic:
             return self._values(modules, obs, None)
-        actions, _, _ = self._act(modules, obs)
+        actions, _, _ = self.act(modules, obs)
         return self._values(modules, obs, self.critic_obs(obs, actions))
 
 

@@ -87,6 +87,6 @@ def test_a2c_settings_reach_the_a2c_config() -> None:
     s = load_algorithm("m3fa2c")
     assert s == A2CSettings() and s.grad_clip == 40.0
     cfg = m3fa2c_config("potential", 5, "reference", **dataclasses.replace(s, lr=2e-4).builder_kwargs("reference"))
-    assert cfg.lr == 2e-4 and cfg.grad_clip == 40.0 and cfg.num_epochs == 1 and cfg.rollout_fragment_length == 20
+    assert cfg.lr == 2e-4 and cfg.grad_clip == 40.0 and cfg.num_epochs == 1 and cfg.learner_config_dict["m3fc_sampler"]["fragment"] == 20
     with pytest.raises(ConfigError, match="must be a multiple of"):
         A2CSettings(num_envs_per_env_runner=64)

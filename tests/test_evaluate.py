@@ -244,20 +244,19 @@ def test_actions_are_stochastic_and_clipped(trained, problem, monkeypatch) -> No
 
 
 @pytest.mark.slow
-def test_sampling_is_rllib_env_runner_sampling(trained) -> None:
-    """With the same torch seed, ``Policy.sample`` draws exactly the actions RLlib's env runner
-    draws (``forward_exploration`` → exploration distribution → ``sample()``) at the first step."""
+def test_sampling_is_the_training_samplers_sampling(trained) -> None:
+    """With the same torch seed, ``Policy.sample`` draws exactly the actions the training sampler
+    draws (exploration distribution of the actor's output → ``sample()``)."""
     algo, _ = trained["beach-bar"]
     pol = Policy.from_algorithm(algo)
+    sampler = algo._sampler
+    obs = sampler.core.observe(sampler.problem.reset(4, np.random.default_rng(0))).astype(np.float32)
     torch.manual_seed(42)
-    episodes = algo.env_runner.sample(num_timesteps=4 * 2, force_reset=True)
-    obs = np.stack([e.get_observations()[0] for e in episodes])
-    runner_xi = np.stack([e.get_actions()[0][0] for e in episodes])
-    runner_major = np.array([e.get_actions()[1][0] for e in episodes])
+    (train_xi, train_major), _, _ = sampler.act(algo.get_module().unwrapped(), obs)
     torch.manual_seed(42)
     xi, major = pol.sample(obs)
-    np.testing.assert_array_equal(xi, runner_xi)
-    np.testing.assert_array_equal(major, runner_major)
+    np.testing.assert_array_equal(xi, train_xi)
+    np.testing.assert_array_equal(major, train_major)
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 
 The loss tests build the learner directly (``config.build_learner``, no Ray) and feed it a
 hand-made batch.  The run tests (marked slow) use real RLlib, no mocks: Beach bar N = 5, 8 vector
-copies, rollout fragments of 20, train batch 320 (two ``sample()`` calls per iteration), sampling in
-the driver; a few seconds plus Ray start-up.
+copies × 40 steps (two rollout fragments of 20 each) = train batch 320, sampling with
+:class:`~m3fmarl.m3fc.sampler.M3FCSampler` in the driver; a few seconds plus Ray start-up.
 
 No learning-curve test: on Potential and Beach bar N = 5 with 20–40 iterations of 2 000 steps
 (≤ 18 s), even with lr raised to 1e-3 … 1e-2, the training return showed no trend above its
@@ -29,7 +29,7 @@ from m3fmarl.algorithms.m3fa2c import LOSS_REDUCTION_KEY, M3FA2CTorchLearner, m3
 from m3fmarl.algorithms.m3fppo import M3FPPOTorchLearner, M3FPPOTorchRLModule  # noqa: E402
 
 MID = "default_policy"
-TINY = dict(train_batch_size=320, num_envs_per_env_runner=8)  # 8 copies × 20 steps × 2 calls
+TINY = dict(train_batch_size=320, num_envs_per_env_runner=8)  # 8 copies × 2 fragments of 20 steps
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -48,8 +48,7 @@ def test_config_has_the_a2c_settings() -> None:
     assert lcd["standardize_advantages"] is False and lcd["rllib18_vf_clip_param"] is None
     assert lcd[LOSS_REDUCTION_KEY] == "sum"
     # sampling: fragments of 20 (RLlib-1.8 A2C), 120 copies → 10 fragments per copy per iteration
-    assert cfg.rollout_fragment_length == 20 and cfg.num_envs_per_env_runner == 120
-    assert cfg.batch_mode == "truncate_episodes" and cfg.explore
+    assert lcd["m3fc_sampler"] == {"num_envs": 120, "fragment": 20} and cfg.explore
     assert cfg.normalize_actions and not cfg.clip_actions
     assert cfg.env == "m3fmarl/BeachBar-v0" and cfg.env_config == {"num_minors": 300, "variant": "reference"}
     assert cfg.rl_module_spec.module_class is M3FPPOTorchRLModule
@@ -67,7 +66,7 @@ def test_config_has_the_a2c_settings() -> None:
     with pytest.raises(ValueError, match="multiple"):
         m3fa2c_config("beach-bar", 5, num_envs_per_env_runner=64)  # 24000 / (20·64) not whole
     assert m3fa2c_config("beach-bar", 5, num_envs_per_env_runner=64, rollout_fragment_length="auto") \
-        .get_rollout_fragment_length() == 375
+        .learner_config_dict["m3fc_sampler"] == {"num_envs": 64, "fragment": None}
     assert algorithms.m3fa2c_config is m3fa2c_config
 
 
@@ -262,11 +261,10 @@ def test_one_train_call_is_one_full_batch_gradient_step(algo, two_iterations) ->
     assert r1["num_env_steps_sampled_lifetime"] == 320
     assert r2["num_env_steps_sampled_lifetime"] == 640
     stats = r1["learners"][MID]
-    # one minibatch holding the whole batch: 320 real steps + one bootstrap row per 20-step
-    # fragment (8 copies × 2 fragments); env steps trained counted once
+    # one minibatch holding the whole batch of 320 sampled steps
     assert stats["num_valid_steps"] == 320
-    assert stats["num_module_steps_trained"] == 320 + 16
-    assert r1["learners"]["__all_modules__"]["num_env_steps_trained"] == 320 + 16
+    assert stats["num_module_steps_trained"] == 320
+    assert r1["learners"]["__all_modules__"]["num_env_steps_trained"] == 320
     assert stats["weights_seq_no"] == 1 and r2["learners"][MID]["weights_seq_no"] == 2
     assert stats["gradients_default_optimizer_global_norm"] > 40.0  # logged before the clip
     for key in ("policy_loss", "vf_loss", "entropy", "total_loss"):
@@ -277,34 +275,49 @@ def test_one_train_call_is_one_full_batch_gradient_step(algo, two_iterations) ->
     before, after = two_iterations["before"], two_iterations["after1"]
     delta = max(float((after[k] - before[k]).abs().max()) for k in before)
     assert 0.0 < delta <= 5e-5 * 1.001  # the first Adam step moves each weight by at most lr
-    # the env runner samples with the learner's weights
-    module = algo.learner_group._learner.module[MID]
-    runner = algo.env_runner_group.local_env_runner.module.state_dict()
-    assert all(torch.equal(runner[k], module.state_dict()[k]) for k in runner)
+    # the sampler acts with the learner's module
+    assert algo.get_module() is algo.learner_group._learner.module[MID]
 
 
 @pytest.mark.slow
 def test_learner_batch_has_20_step_fragments_and_raw_advantages(algo, two_iterations) -> None:
-    runner = algo.env_runner_group.local_env_runner
     learner = algo.learner_group._learner
     module = learner.module[MID]
-    episodes = runner.sample(force_reset=True)  # one fragment of 20 steps per copy
-    assert len(episodes) == 8 and all(len(e) == 20 for e in episodes)
-    batch = learner._learner_connector(
-        rl_module=learner.module, batch={}, episodes=episodes, shared_data={}, metrics=learner.metrics
-    )[MID]
-    mask = batch[Columns.LOSS_MASK]
-    assert batch[Columns.OBS].shape[0] == 8 * 21 and int(mask.sum()) == 160
+    sampler = algo._sampler
+    assert sampler.fragment == 20
+    rewards = []
+    original = sampler.core.advance
+
+    def spy(state, xi, major, rng):
+        out = original(state, xi, major, rng)
+        rewards.append(out[1].copy())
+        return out
+
+    sampler.core.advance = spy
+    try:
+        sampler.reset(5)
+        columns, _ = sampler.sample(module.unwrapped(), 40)  # two fragments of 20 per copy
+    finally:
+        del sampler.core.advance
+    batch = {k: (tuple(torch.from_numpy(x) for x in v) if isinstance(v, tuple) else torch.from_numpy(v))
+             for k, v in columns.items()}
+    assert batch[Columns.OBS].shape[0] == 8 * 40
     with torch.no_grad():
         values = module.compute_values(batch)
-    # every fragment end bootstraps from V of the next observation: R = r + γ·V(s')
-    rows = np.flatnonzero(batch[Columns.TRUNCATEDS].numpy())
-    assert len(rows) == 8 and all((rows + 1) % 21 == 20)
-    torch.testing.assert_close(batch[Columns.VALUE_TARGETS][rows],
-                               batch[Columns.REWARDS][rows] + 0.99 * values[rows + 1])
+    r = torch.from_numpy(np.stack(rewards).T.reshape(-1)).float()  # copy-major like the rows
+    # the first fragment of every copy ends at t = 19 and bootstraps from V of the next
+    # observation (t = 20 of the same copy): R = r + γ·V(s')
+    rows = np.arange(8) * 40 + 19
+    torch.testing.assert_close(batch[Columns.VALUE_TARGETS][rows], r[rows] + 0.99 * values[rows + 1],
+                               rtol=1e-5, atol=1e-3)
+    # inside a fragment: R_t = r_t + γ·R_{t+1}
+    inner = np.arange(8)[:, None] * 40 + np.arange(18)
+    inner = inner.ravel()
+    torch.testing.assert_close(batch[Columns.VALUE_TARGETS][inner],
+                               r[inner] + 0.99 * batch[Columns.VALUE_TARGETS][inner + 1], rtol=1e-5, atol=1e-3)
     # advantages are not standardised: A = R − V exactly, and far from mean 0 / std 1
-    adv = batch[Columns.ADVANTAGES][mask]
-    torch.testing.assert_close(adv, (batch[Columns.VALUE_TARGETS] - values)[mask], rtol=1e-5, atol=1e-3)
+    adv = batch[Columns.ADVANTAGES]
+    torch.testing.assert_close(adv, batch[Columns.VALUE_TARGETS] - values, rtol=1e-5, atol=1e-3)
     assert abs(float(adv.mean())) > 10.0
     # loss of the learner = the A2C formula on this batch
     with torch.no_grad():
@@ -314,5 +327,5 @@ def test_learner_batch_has_20_step_fragments_and_raw_advantages(algo, two_iterat
         )
         logp = module.get_train_action_dist_cls().from_logits(
             module.forward_train(batch)[Columns.ACTION_DIST_INPUTS]).logp(batch[Columns.ACTIONS])
-    expected = -(adv * logp[mask]).sum() + 0.5 * ((values - batch[Columns.VALUE_TARGETS])[mask] ** 2).sum()
+    expected = -(adv * logp).sum() + 0.5 * ((values - batch[Columns.VALUE_TARGETS]) ** 2).sum()
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1.0)

@@ -1,8 +1,9 @@
 """M3FPPO on RLlib 2.60 (new API stack): config, RLlib-1.8 value loss, GAE, and a real tiny run.
 
 The run tests (marked slow: "short training runs") use real RLlib, no mocks: Beach bar N = 5,
-8 vector copies, train batch 800, minibatch 200, 2 epochs, sampling in the driver
-(``num_env_runners=0``); about 15 s including Ray start-up.
+8 copies × 200 steps (one whole episode each) = train batch 1 600, minibatch 400, 2 epochs,
+sampling with :class:`~m3fmarl.m3fc.sampler.M3FCSampler` in the driver; about 15 s including Ray
+start-up.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from m3fmarl.algorithms.m3fppo import (  # noqa: E402
     FastTanh,
     M3FPPOTorchLearner,
     M3FPPOTorchRLModule,
+    M3FCAlgorithm,
     ReferenceMinibatches,
-    gae_flat,
     m3fppo_config,
     rllib18_value_loss,
 )
-from m3fmarl.m3fc.vector import M3FCVectorEnv  # noqa: E402
+from m3fmarl.m3fc.sampler import M3FCSampler  # noqa: E402
+from m3fmarl.sampling import iteration_seeds  # noqa: E402
 
-TINY = dict(train_batch_size=800, minibatch_size=200, num_epochs=2, num_envs_per_env_runner=8)
+TINY = dict(train_batch_size=1600, minibatch_size=400, num_epochs=2, num_envs_per_env_runner=8)
 
 
 # --- pure functions --------------------------------------------------------------------------
@@ -58,20 +60,6 @@ def test_rllib18_value_loss_hand_case() -> None:
     torch.testing.assert_close(rllib18_value_loss(v.detach(), v_old, r, math.inf), (v.detach() - r) ** 2)
 
 
-def test_gae_flat_hand_case() -> None:
-    # chunk A: two steps, truncated (bootstrap from the artificial row 2); chunk B: one step,
-    # terminated (no bootstrap); rows 2 and 4 are RLlib's artificial bootstrap rows.
-    values = np.array([1.0, 2.0, 4.0, 3.0, 7.0])
-    rewards = np.array([1.0, 1.0, 0.0, 2.0, 0.0])
-    term = np.array([0, 0, 0, 1, 0])
-    trunc = np.array([0, 1, 0, 0, 0])
-    adv = gae_flat(values, rewards, term, trunc, gamma=0.5, lambda_=1.0)
-    # A0 = 1 + 0.5·1 + 0.25·V(s2) − V0,  A1 = 1 + 0.5·V(s2) − V1,  A3 = 2 − V3
-    np.testing.assert_allclose(adv[[0, 1, 3]], [1.5, 1.0, -1.0])
-    adv = gae_flat(values, rewards, term, trunc, gamma=0.5, lambda_=0.0)  # one-step TD errors
-    np.testing.assert_allclose(adv[[0, 1, 3]], [1 + 0.5 * 2 - 1, 1 + 0.5 * 4 - 2, 2 - 3])
-
-
 def test_config_settings() -> None:
     cfg = m3fppo_config("beach-bar", 300)
     assert (cfg.gamma, cfg.lambda_, cfg.lr, cfg.clip_param) == (0.99, 1.0, 5e-5, 0.2)
@@ -79,9 +67,10 @@ def test_config_settings() -> None:
     assert (cfg.entropy_coeff, cfg.vf_loss_coeff, cfg.grad_clip) == (0.0, 1.0, None)
     assert math.isinf(cfg.vf_clip_param) and cfg.learner_config_dict["rllib18_vf_clip_param"] == 10.0
     assert (cfg.train_batch_size_per_learner, cfg.minibatch_size, cfg.num_epochs) == (24000, 4000, 8)
-    assert cfg.batch_mode == "truncate_episodes" and cfg.explore
+    assert cfg.algo_class is M3FCAlgorithm and cfg.explore
+    # 120 copies × 200 steps: every copy plays whole episodes, as the reference's 200-step fragments
+    assert cfg.learner_config_dict["m3fc_sampler"] == {"num_envs": 120, "fragment": None}
     assert cfg.normalize_actions and not cfg.clip_actions
-    assert cfg.gym_env_vectorize_mode == "vector_entry_point"
     assert cfg.env == "m3fmarl/BeachBar-v0" and cfg.env_config == {"num_minors": 300, "variant": "reference"}
     assert cfg.learner_class is M3FPPOTorchLearner
     assert cfg.enable_rl_module_and_learner and cfg.enable_env_runner_and_connector_v2
@@ -152,21 +141,21 @@ def two_results(algo):
 
 
 @pytest.mark.slow
-def test_env_runner_uses_our_vector_env(algo) -> None:
-    runner = algo.env_runner_group.local_env_runner
-    venv = runner.env.unwrapped
-    assert isinstance(venv, M3FCVectorEnv)
-    assert venv.num_envs == 8 and venv.problem.num_minors == 5 and venv.problem.variant == "reference"
-    assert algo.config.get_rollout_fragment_length() == 100  # 800 steps / 8 copies
+def test_algorithm_samples_with_the_batched_sampler(algo) -> None:
+    sampler = algo._sampler
+    assert isinstance(sampler, M3FCSampler) and sampler.fragment is None
+    assert sampler.num_envs == 8 and sampler.problem.num_minors == 5 and sampler.problem.variant == "reference"
+    # the module it acts with is the learner's (no stale env-runner copy)
+    assert algo.get_module() is algo.learner_group._learner.module["default_policy"]
 
 
 @pytest.mark.slow
 def test_train_twice(algo, two_results) -> None:
     r1, r2 = two_results
-    assert r1["env_runners"]["num_env_steps_sampled"] == 800
-    assert r2["num_env_steps_sampled_lifetime"] - r1["num_env_steps_sampled_lifetime"] == 800
-    # 100 steps per copy per iteration and T = 200: the 8 episodes end in iteration 2
-    assert r2["env_runners"]["num_episodes"] == 8
+    assert r1["env_runners"]["num_env_steps_sampled"] == 1600
+    assert r2["num_env_steps_sampled_lifetime"] - r1["num_env_steps_sampled_lifetime"] == 1600
+    # 200 steps per copy per iteration and T = 200: 8 whole episodes per iteration
+    assert r1["env_runners"]["num_episodes"] == 8 and r2["env_runners"]["num_episodes"] == 8
     for key in ("episode_return_mean", "episode_return_min", "episode_return_max"):
         assert np.isfinite(r2["env_runners"][key])
     learner = r2["learners"]["default_policy"]
@@ -180,36 +169,50 @@ def test_train_twice(algo, two_results) -> None:
     assert math.isclose(learner["curr_kl_coeff"], coeff, rel_tol=1e-6)
     for k, v in r2["timers"].items():
         assert np.isfinite(v), k
+    assert algo.iterations_done == 2
 
 
 @pytest.mark.slow
 def test_reference_variant_trains_on_exactly_the_sampled_steps(algo, two_results) -> None:
-    """``reference`` minibatching: per epoch every sampled step once, no artificial rows — the
-    module steps trained are epochs × batch exactly (RLlib's iterator would add the bootstrap rows)."""
+    """``reference`` minibatching: per epoch every sampled step once — the module steps trained
+    are epochs × batch exactly."""
     assert algo.config.learner_config_dict["minibatching"] == "reference"
     r1, _ = two_results
     epochs, batch = algo.config.num_epochs, algo.config.train_batch_size_per_learner
     assert r1["learners"]["default_policy"]["num_module_steps_trained"] == epochs * batch
 
 
-@pytest.mark.slow
-def test_env_gets_clipped_actions_episode_keeps_the_sample(algo, two_results) -> None:
-    runner = algo.env_runner_group.local_env_runner
-    venv = runner.env.unwrapped
+@pytest.fixture(scope="module")
+def spied_batch(algo, two_results):
+    """One sampler rollout (8 copies × 200 steps, one whole episode each) with the actions the
+    simulator received recorded."""
+    sampler = algo._sampler
+    core = sampler.core
     received = []
+    original = core.advance
 
-    def spy(actions):
-        received.append((np.array(actions[0]), np.array(actions[1])))
-        return M3FCVectorEnv.step(venv, actions)
+    def spy(state, xi, major, rng):
+        received.append((np.array(xi), np.array(major)))
+        return original(state, xi, major, rng)
 
-    venv.step = spy
+    core.advance = spy
     try:
-        episodes = runner.sample(num_timesteps=8 * 5, force_reset=True)
+        torch.manual_seed(0)
+        sampler.reset(11)
+        batch, stats = sampler.sample(algo.get_module().unwrapped(), 200)
     finally:
-        del venv.step
-    assert len(received) == 5 and len(episodes) == 8
-    stored_xi = np.stack([e.get_actions()[0] for e in episodes], axis=1)  # (5 steps, 8 copies, 125)
-    stored_major = np.stack([e.get_actions()[1] for e in episodes], axis=1)
+        del core.advance
+    return batch, stats, received
+
+
+@pytest.mark.slow
+def test_env_gets_clipped_actions_batch_keeps_the_sample(spied_batch) -> None:
+    batch, stats, received = spied_batch
+    assert len(received) == 200 and stats.env_steps == 1600 and len(stats.episode_returns) == 8
+    xi, major = batch[Columns.ACTIONS]
+    assert xi.shape == (1600, 125) and major.shape == (1600,)
+    stored_xi = xi.reshape(8, 200, 125).swapaxes(0, 1)  # rows are copy-major
+    stored_major = major.reshape(8, 200).T
     sent_xi = np.stack([r[0] for r in received])
     sent_major = np.stack([r[1] for r in received])
     assert np.abs(stored_xi).max() > 1.0  # std ≈ 1 at initialisation: many samples outside [-1, 1]
@@ -219,43 +222,100 @@ def test_env_gets_clipped_actions_episode_keeps_the_sample(algo, two_results) ->
 
 
 @pytest.mark.slow
-def test_learner_batch_keeps_old_value_predictions(algo, two_results) -> None:
-    runner = algo.env_runner_group.local_env_runner
+def test_batch_has_old_values_gae_targets_and_the_sampling_log_probs(algo, spied_batch) -> None:
+    batch, stats, _ = spied_batch
     learner = algo.learner_group._learner
-    module = learner.module["default_policy"]
-    # the env runner samples with the learner's current weights (synced after every update),
-    # so V recomputed by the learner before the first SGD step = the sampling-time V
-    runner_state = runner.module.state_dict()
-    learner_state = module.state_dict()
-    assert all(torch.equal(runner_state[k], learner_state[k]) for k in runner_state)
-
-    episodes = runner.sample(num_timesteps=8 * 5, force_reset=True)
-    batch = learner._learner_connector(
-        rl_module=learner.module, batch={}, episodes=episodes, shared_data={}, metrics=learner.metrics
-    )["default_policy"]
-    mask = batch[Columns.LOSS_MASK]
-    assert batch[Columns.OBS].shape[0] == 8 * 6 and int(mask.sum()) == 8 * 5  # + 1 bootstrap row per chunk
+    module = learner.module["default_policy"].unwrapped()
+    tb = {k: (tuple(torch.from_numpy(x) for x in v) if isinstance(v, tuple) else torch.from_numpy(v))
+          for k, v in batch.items()}
     with torch.no_grad():
-        values = module.compute_values(batch)
-    torch.testing.assert_close(batch[Columns.VF_PREDS], values)
-    adv = batch[Columns.ADVANTAGES][mask].double()
-    assert abs(float(adv.mean())) < 1e-5 and abs(float(adv.std(unbiased=False)) - 1.0) < 1e-4
-    # chunk ends are truncations: target = r + γ·V(next obs) at the last real step of each chunk
-    rows = np.flatnonzero(batch[Columns.TRUNCATEDS].numpy())
-    assert len(rows) == 8
-    expect = batch[Columns.REWARDS][rows] + 0.99 * values[rows + 1]
-    torch.testing.assert_close(batch[Columns.VALUE_TARGETS][rows], expect)
-
+        values = module.compute_values(tb).double()
+        fwd = module.forward_train(tb)
+        dist = module.get_train_action_dist_cls().from_logits(fwd[Columns.ACTION_DIST_INPUTS])
+        logp = dist.logp(tb[Columns.ACTIONS])
+    # V_old of the batch = the critic's values with the sampling weights
+    torch.testing.assert_close(tb[Columns.VF_PREDS].double(), values, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(tb[Columns.ACTION_LOGP], logp, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(tb[Columns.ACTION_DIST_INPUTS], fwd[Columns.ACTION_DIST_INPUTS], rtol=1e-5, atol=1e-5)
+    # value targets R = A + V_old (the recursion itself: test_sampler_gae_equals_the_recursion…)
+    adv = batch[Columns.ADVANTAGES].astype(np.float64).reshape(8, 200)
+    targets = batch[Columns.VALUE_TARGETS].astype(np.float64).reshape(8, 200)
+    v = values.numpy().reshape(8, 200)
+    np.testing.assert_allclose(targets, adv + v, rtol=1e-5, atol=1e-3)
+    assert len(stats.episode_returns) == 8  # one whole episode per copy
     # at the start of an update (θ = θ_old): ratio 1, KL 0, standardised advantages have mean 0,
-    # V = V_old (clip inactive) → total loss = mean over real steps of (V − R)²
+    # V = V_old (clip inactive) → total loss = mean of (V − R)²
+    from m3fmarl.sampling import standardize
+
+    tb[Columns.ADVANTAGES] = torch.from_numpy(standardize(batch[Columns.ADVANTAGES]))
     with torch.no_grad():
-        fwd = module.forward_train(batch)
         loss = learner.compute_loss_for_module(
             module_id="default_policy", config=learner.config.get_config_for_module("default_policy"),
-            batch=batch, fwd_out=fwd,
+            batch=tb, fwd_out=fwd,
         )
-    expected = ((values - batch[Columns.VALUE_TARGETS])[mask] ** 2).mean()
-    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-4)
+    expected = ((values - tb[Columns.VALUE_TARGETS].double()) ** 2).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_sampler_gae_equals_the_recursion_on_the_rewards(algo) -> None:
+    """The sampler's advantages on one copy equal GAE computed by hand from the simulator's
+    rewards and the critic (γ 0.99, λ 1): a rollout replayed with the same seeds."""
+    sampler = M3FCSampler(algo._sampler.core, 2, gamma=0.99, lambda_=1.0)
+    module = algo.get_module().unwrapped()
+    rewards = []
+    original = sampler.core.advance
+
+    def spy(state, xi, major, rng):
+        out = original(state, xi, major, rng)
+        rewards.append(out[1].copy())
+        return out
+
+    sampler.core.advance = spy
+    try:
+        torch.manual_seed(4)
+        sampler.reset(3)
+        batch, _ = sampler.sample(module, 230)  # one episode of 200 and a 30-step piece
+    finally:
+        del sampler.core.advance
+    r = np.stack(rewards).T  # (2, 230)
+    obs = torch.from_numpy(batch[Columns.OBS])
+    with torch.no_grad():
+        v = module.compute_values({Columns.OBS: obs}).double().numpy().reshape(2, 230)
+    adv = batch[Columns.ADVANTAGES].astype(np.float64).reshape(2, 230)
+    # inside the first episode (t < 199): δ_t + γ A_{t+1}
+    np.testing.assert_allclose(adv[:, :198], (r[:, :198] + 0.99 * v[:, 1:199] - v[:, :198]) + 0.99 * adv[:, 1:199],
+                               rtol=1e-4, atol=1e-2)
+    # the second episode's piece starts fresh: its first observation is a reset, not a successor
+    np.testing.assert_allclose(adv[:, 200:228], (r[:, 200:228] + 0.99 * v[:, 201:229] - v[:, 200:228])
+                               + 0.99 * adv[:, 201:229], rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_sampler_continues_episodes_across_calls_and_restores_its_state(algo) -> None:
+    module = algo.get_module().unwrapped()
+    sampler = M3FCSampler(algo._sampler.core, 3)
+    sampler.reset(9)
+    _, first = sampler.sample(module, 150)
+    assert first.episode_returns == []  # T = 200: nothing ends in the first 150 steps
+    saved = sampler.get_state()
+    torch.manual_seed(1)
+    batch, second = sampler.sample(module, 150)
+    assert len(second.episode_returns) == 3  # the episodes started in the first call end at 200
+    twin = M3FCSampler(algo._sampler.core, 3)
+    twin.set_state(saved)
+    torch.manual_seed(1)
+    again, third = twin.sample(module, 150)
+    assert third.episode_returns == second.episode_returns
+    for key in (Columns.OBS, Columns.ADVANTAGES, Columns.ACTION_LOGP):
+        np.testing.assert_array_equal(again[key], batch[key])
+
+
+@pytest.mark.slow
+def test_iteration_seeds_are_distinct_and_reproducible() -> None:
+    a, b = iteration_seeds(0, 0), iteration_seeds(0, 1)
+    assert a == iteration_seeds(0, 0) and a != b and iteration_seeds(1, 0) != a
+    assert len(set(a.values())) == len(a)
 
 
 @pytest.mark.slow
@@ -269,6 +329,8 @@ def test_checkpoint_restores_the_kl_coefficient(algo, two_results, tmp_path) -> 
         assert isinstance(learner, M3FPPOTorchLearner)
         assert math.isclose(float(learner.curr_kl_coeffs_per_module["default_policy"]), coeff, rel_tol=1e-6)
         assert restored.iteration == algo.iteration
+        assert restored.iterations_done == algo.iterations_done == 2
+        assert list(restored._sampler.recent_returns) == list(algo._sampler.recent_returns)
     finally:
         restored.stop()
 

@@ -343,8 +343,8 @@ def test_beach_bar_policy_runs_once_per_distinct_cell_with_the_same_outputs() ->
     calls: list[int] = []
     encoder = modules["minor"].encoder.actor_encoder
     hook = encoder.register_forward_hook(lambda m, inp, out: calls.append(len(inp[0]["obs"])))
-    _, _, shared = sampler._act(modules, sampler.obs, keys)
-    _, _, plain = sampler._act(modules, sampler.obs, None)
+    _, _, shared = sampler.act(modules, sampler.obs, keys)
+    _, _, plain = sampler.act(modules, sampler.obs, None)
     hook.remove()
     assert calls[0] == len({(c, k) for c in range(3) for k in keys[c, 1:]}) <= 75 and calls[1] == 180
     torch.testing.assert_close(torch.from_numpy(shared["minor"]), torch.from_numpy(plain["minor"]),

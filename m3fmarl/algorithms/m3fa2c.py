@@ -138,7 +138,7 @@ class M3FA2CTorchLearner(M3FPPOTorchLearner):
 
 def m3fa2c_config(
     problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
-    num_envs_per_env_runner: int = 120, num_env_runners: int = 0, train_batch_size: int = 24000,
+    num_envs_per_env_runner: int = 120, train_batch_size: int = 24000,
     rollout_fragment_length: int | str = A2C_ROLLOUT_FRAGMENT, env_config: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> PPOConfig:
@@ -159,17 +159,17 @@ def m3fa2c_config(
     still passed to the environment, whose switches differ between variants.
 
     Args:
-        problem, num_minors, seed, num_env_runners, env_config: as in ``m3fppo_config``.
+        problem, num_minors, seed, env_config: as in ``m3fppo_config``.
         num_envs_per_env_runner: B, copies stepped together.  The default 120 with fragments of
             20 makes each copy contribute 10 fragments = 200 steps per iteration: for T = 200 one
             whole episode, for T = 100 two — the reference's 1 200 fragments of 20 steps from
             120 (240) complete episodes.
         train_batch_size: env steps per iteration (24 000) = the size of the one gradient step.
-        rollout_fragment_length: steps per copy per ``sample()`` call (20, the RLlib-1.8 A2C
-            default; each fragment end bootstraps from V).  ``train_batch_size`` must be a
-            multiple of ``fragment · B · max(1, num_env_runners)`` so that the batch is exact
-            (RLlib would silently overshoot otherwise).  ``"auto"`` = one fragment per copy per
-            iteration (``train_batch_size / B`` steps, as M3FPPO).
+        rollout_fragment_length: every copy's rollout is cut every this many steps and
+            bootstrapped from V there (20, the RLlib-1.8 A2C default).  ``train_batch_size``
+            must be a multiple of ``fragment · B`` so that every copy's share is whole
+            fragments.  ``"auto"`` = one fragment per copy per iteration (``train_batch_size /
+            B`` steps, as M3FPPO).
         **overrides: further PPOConfig attributes, applied last (``learner_config_dict`` is
             merged, e.g. ``{"a2c_loss_reduction": "mean"}``); unknown names raise ``TypeError``.
     """
@@ -177,18 +177,18 @@ def m3fa2c_config(
         if isinstance(rollout_fragment_length, bool) or not isinstance(rollout_fragment_length, int) \
                 or rollout_fragment_length < 1:
             raise ValueError(f"rollout_fragment_length must be 'auto' or an int >= 1, got {rollout_fragment_length!r}")
-        per_call = rollout_fragment_length * num_envs_per_env_runner * max(1, num_env_runners)
+        per_call = rollout_fragment_length * num_envs_per_env_runner
         if train_batch_size % per_call:
             raise ValueError(
                 f"train_batch_size {train_batch_size} is not a multiple of rollout_fragment_length × "
-                f"num_envs_per_env_runner × max(1, num_env_runners) = {per_call}; the batch would not be exact"
+                f"num_envs_per_env_runner = {per_call}; the batch would not be exact"
             )
+    fragment = None if rollout_fragment_length == "auto" else rollout_fragment_length
     config = m3fppo_config(
         problem, num_minors, variant, seed=seed, num_envs_per_env_runner=num_envs_per_env_runner,
-        num_env_runners=num_env_runners, train_batch_size=train_batch_size, minibatch_size=None,
-        num_epochs=1, env_config=env_config,
+        train_batch_size=train_batch_size, minibatch_size=None, num_epochs=1, fragment=fragment,
+        env_config=env_config,
     )
-    config.env_runners(rollout_fragment_length=rollout_fragment_length)
     config.learners(
         learner_class=M3FA2CTorchLearner,
         learner_config_dict={VF_CLIP_KEY: None, STANDARDIZE_KEY: False, LOSS_REDUCTION_KEY: "sum"},

@@ -6,15 +6,15 @@ in ``docs/rllib-notes.md``.
 
 Pieces:
 
-* :func:`m3fppo_config` — the ``PPOConfig`` (Table 3 settings, reference KL pair, sampling from
-  :class:`m3fmarl.m3fc.vector.M3FCVectorEnv` through the Gymnasium ``vector_entry_point``).
+* :func:`m3fppo_config` — the ``PPOConfig`` (Table 3 settings, reference KL pair) of
+  :class:`M3FCAlgorithm`.
+* :class:`M3FCAlgorithm` — RLlib's PPO sampling with :class:`m3fmarl.m3fc.sampler.M3FCSampler`
+  (B copies of the M3FC view stepped as arrays in the driver; GAE(γ, λ) with truncation
+  bootstrap, the old value predictions V_old kept for the value clip), exactly resumable
+  iterations (:mod:`m3fmarl.algorithms.batched`).
 * :class:`M3FPPOTorchRLModule` — RLlib's default PPO torch module (separate 256-256 tanh actor
   and critic MLPs, linear heads, state-dependent log-std) re-initialised as RLlib 1.8 did
   (normc 1.0 hidden layers, normc 0.01 heads, zero biases; spec §1.3 / H4).
-* :class:`M3FGeneralAdvantageEstimation` — learner connector replacing RLlib's GAE piece: the same
-  GAE(γ, λ) with truncation bootstrap, but it keeps the old value predictions in the batch
-  (``Columns.VF_PREDS``, needed by the value clip) and standardises advantages over the real
-  time steps only.
 * :class:`M3FPPOTorchLearner` — PPO torch learner with the RLlib-1.8 value clipping (H1) and the
   RLlib-1.8 KL statistic for the adaptive KL coefficient.
 """
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import tree
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.algorithms.ppo.ppo import (
     LEARNER_RESULTS_KL_KEY,
     LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
@@ -35,18 +36,27 @@ from ray.rllib.algorithms.ppo.ppo import (
 )
 from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
-from ray.rllib.connectors.connector_v2 import ConnectorV2
-from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
-from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    TIMERS,
+)
 from ray.rllib.utils.torch_utils import explained_variance
 
 import m3fmarl
-from m3fmarl.advantages import gae
+from m3fmarl.algorithms.batched import BatchedPPO, on_environment_created, set_torch_threads
+from m3fmarl.m3fc.env import M3FCCore
+from m3fmarl.m3fc.sampler import M3FCSampler
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import VARIANTS, check_choice
+from m3fmarl.sampling import ADVANTAGES, standardize
 
 # --- settings --------------------------------------------------------------------------------
 
@@ -65,6 +75,9 @@ the order of the slices permuted every epoch; spec §1.1 item 6)."""
 MINIBATCHING_BY_VARIANT: dict[str, str] = {"reference": "reference", "paper": "shuffled"}
 """Default minibatching per variant (the paper does not say; standard PPO reshuffles)."""
 
+SAMPLER_KEY = "m3fc_sampler"
+"""``learner_config_dict`` key: settings of :class:`M3FCSampler` (``num_envs``, ``fragment``)."""
+
 KL_COEFFS_STATE_KEY = "kl_coeffs"
 """Learner-state key under which :class:`M3FPPOTorchLearner` checkpoints the KL coefficients."""
 
@@ -73,17 +86,6 @@ KL_SETTINGS: dict[str, tuple[float, float]] = {
     "paper": (0.03, 0.01),  # Table 3 read literally: coefficient 0.03, RLlib-1.8 default target
 }
 """Variant → (initial kl_coeff, kl_target), spec §1.2."""
-
-
-def _set_torch_threads() -> None:
-    """One intra-op thread: the 2-core budget is shared by sampling and learning."""
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-
-
-def _on_environment_created(*, env_runner: Any = None, **kwargs: Any) -> None:
-    """Env-runner callback (local or remote runner): torch inference on one thread."""
-    _set_torch_threads()
 
 
 # --- network ---------------------------------------------------------------------------------
@@ -173,92 +175,6 @@ class M3FPPOTorchRLModule(DefaultPPOTorchRLModule):
             for i, layer in enumerate(layers):
                 normc_(layer.weight, 0.01 if i == len(layers) - 1 else 1.0)
                 torch.nn.init.zeros_(layer.bias)
-
-
-# --- advantages ------------------------------------------------------------------------------
-
-
-def gae_flat(
-    values: np.ndarray, rewards: np.ndarray, terminateds: np.ndarray, truncateds: np.ndarray,
-    gamma: float, lambda_: float,
-) -> np.ndarray:
-    """GAE advantages over RLlib's flat learner batch (episode chunks back to back, each followed
-    by one artificial bootstrap row that carries V(s_last)).
-
-    A row whose ``terminated`` flag is set does not bootstrap; a row whose ``truncated`` flag is
-    set (episode end at T or a rollout-fragment cut) bootstraps from the next row's value and
-    stops the recursion.  The values of the artificial rows themselves are meaningless (they are
-    masked out by the caller).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    not_term = 1.0 - np.asarray(terminateds, dtype=np.float64)
-    next_values = np.append(values[1:], 0.0) * not_term
-    ends = np.logical_or(terminateds, truncateds)
-    return gae(values, rewards, next_values, ends, gamma, lambda_)
-
-
-class M3FGeneralAdvantageEstimation(ConnectorV2):
-    """Learner connector: GAE advantages, value targets and the old value predictions.
-
-    Replaces RLlib 2.60's ``GeneralAdvantageEstimation`` (same place in the learner pipeline,
-    after ``AddOneTsToEpisodesAndTruncate`` and the tensor conversion).  Differences:
-
-    * it keeps the value predictions in the batch as ``Columns.VF_PREDS`` — RLlib drops them, but
-      the RLlib-1.8 value clip needs V_old.  They are computed by the learner's module before the
-      first gradient step, i.e. with exactly the weights the env runner sampled with (PPO syncs
-      weights after every update and samples synchronously), so they equal RLlib 1.8's
-      sampling-time ``vf_preds``;
-    * advantages are standardised over the real time steps only (RLlib 2.60 includes the
-      artificial bootstrap rows in mean and std; RLlib 1.8 had no such rows), and can be left
-      unstandardised (A2C reference, spec §1.5 / H3);
-    * computed in float64, stored as float32.
-
-    Only for non-recurrent modules.
-    """
-
-    def __init__(
-        self, input_observation_space: Any = None, input_action_space: Any = None, *,
-        gamma: float, lambda_: float, standardize_advantages: bool = True,
-    ) -> None:
-        super().__init__(input_observation_space, input_action_space)
-        self.gamma = float(gamma)
-        self.lambda_ = float(lambda_)
-        self.standardize_advantages = bool(standardize_advantages)
-
-    def __call__(self, *, rl_module: Any, episodes: Any, batch: dict[str, Any], **kwargs: Any) -> Any:
-        for module_id, module_batch in batch.items():
-            if module_id not in rl_module.keys():
-                continue
-            module = rl_module[module_id]
-            if not isinstance(module.unwrapped(), ValueFunctionAPI):
-                continue
-            if module.is_stateful():
-                raise NotImplementedError("M3FGeneralAdvantageEstimation supports non-recurrent modules only")
-            with torch.no_grad():
-                values_t = module.compute_values(module_batch)
-            device = values_t.device
-            values = values_t.detach().cpu().numpy().astype(np.float64)
-            mask = _numpy(module_batch[Columns.LOSS_MASK]).astype(bool)
-            adv = gae_flat(
-                values, _numpy(module_batch[Columns.REWARDS]), _numpy(module_batch[Columns.TERMINATEDS]),
-                _numpy(module_batch[Columns.TRUNCATEDS]), self.gamma, self.lambda_,
-            )
-            adv[~mask] = 0.0
-            targets = adv + values
-            if self.standardize_advantages:
-                valid = adv[mask]
-                adv = (adv - valid.mean()) / max(1e-4, valid.std())
-                adv[~mask] = 0.0
-            module_batch[Columns.ADVANTAGES] = torch.from_numpy(adv.astype(np.float32)).to(device)
-            module_batch[Columns.VALUE_TARGETS] = torch.from_numpy(targets.astype(np.float32)).to(device)
-            module_batch[Columns.VF_PREDS] = values_t.detach().to(torch.float32)
-        return batch
-
-
-def _numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 # --- minibatches -----------------------------------------------------------------------------
@@ -351,8 +267,8 @@ class M3FPPOTorchLearner(PPOTorchLearner):
 
     Also:
 
-    * ``build`` swaps RLlib's GAE connector for :class:`M3FGeneralAdvantageEstimation` (keeps
-      ``Columns.VF_PREDS``) and sets torch to one thread;
+    * it learns from train batches that already hold advantages, value targets and V_old
+      (``Columns.VF_PREDS``), written by our batched samplers; ``build`` sets torch to one thread;
     * the adaptive KL coefficient is updated with the mean KL over all minibatches of the update,
       as RLlib 1.8 did (its learner stats were averaged over every SGD minibatch); RLlib 2.60 feeds
       it the KL of the last minibatch only (``learner_config_dict["kl_statistic"] = "last"``
@@ -362,17 +278,9 @@ class M3FPPOTorchLearner(PPOTorchLearner):
     """
 
     def build(self) -> None:
-        _set_torch_threads()
+        set_torch_threads()
         super().build()
         self._kl_sums: dict[str, list] = {}
-        if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
-            self._learner_connector.remove(GeneralAdvantageEstimation)
-            self._learner_connector.append(
-                M3FGeneralAdvantageEstimation(
-                    gamma=self.config.gamma, lambda_=self.config.lambda_,
-                    standardize_advantages=self.config.learner_config_dict.get(STANDARDIZE_KEY, True),
-                )
-            )
 
     def _create_iterator_if_necessary(self, *, training_data: Any, num_total_minibatches: int = 0,
                                       num_epochs: int = 1, minibatch_size: int | None = None,
@@ -394,6 +302,11 @@ class M3FPPOTorchLearner(PPOTorchLearner):
             self._minibatch_rng = np.random.default_rng(self.config.seed)
         return ReferenceMinibatches(batch, num_epochs=num_epochs, minibatch_size=minibatch_size,
                                     rng=self._minibatch_rng)
+
+    def reseed_minibatches(self, seed: int) -> None:
+        """Restart the reference minibatch order from ``seed`` (set per training iteration by
+        :class:`M3FCAlgorithm`, so a resumed run repeats the uninterrupted one)."""
+        self._minibatch_rng = np.random.default_rng(seed)
 
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
@@ -471,13 +384,61 @@ class M3FPPOTorchLearner(PPOTorchLearner):
         super()._update_module_kl_coeff(module_id=module_id, config=config, kl_loss=kl_loss)
 
 
+# --- algorithm -------------------------------------------------------------------------------
+
+_ENV_ID_TO_PROBLEM = {env_id: name for name, env_id in m3fmarl.ENV_IDS.items()}
+
+
+class M3FCAlgorithm(BatchedPPO):
+    """M3FPPO and M3FA2C: RLlib's PPO (its learner, checkpoints, metrics) sampling the M3FC
+    view with :class:`M3FCSampler` in the driver (one actor pass per step on all B copies, the
+    train batch written directly; no per-copy episode objects), iterations exactly resumable
+    (:class:`~m3fmarl.algorithms.batched.BatchedPPO`).
+
+    The sampler's settings are in ``learner_config_dict["m3fc_sampler"]`` (``num_envs``: copies
+    B; ``fragment``: GAE cut every k steps, M3FA2C 20, or None); the problem, N, variant and
+    switch overrides are the config's env id and ``env_config``.  Each iteration samples
+    ``train_batch_size / B`` more steps of every copy.
+    """
+
+    def _make_sampler(self) -> M3FCSampler:
+        opts = self.config.learner_config_dict[SAMPLER_KEY]
+        core = M3FCCore(_ENV_ID_TO_PROBLEM[self.config.env], **dict(self.config.env_config))
+        num_envs = int(opts["num_envs"])
+        if self.config.train_batch_size_per_learner % num_envs:
+            raise ValueError(f"train_batch_size ({self.config.train_batch_size_per_learner}) must be a multiple "
+                             f"of num_envs_per_env_runner ({num_envs})")
+        return M3FCSampler(core, num_envs, gamma=self.config.gamma, lambda_=self.config.lambda_,
+                           fragment=opts.get("fragment"))
+
+    def _sample_and_update(self) -> None:
+        module = self.local_learner().module[DEFAULT_MODULE_ID].unwrapped()
+        steps = self.config.train_batch_size_per_learner // self._sampler.num_envs
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            columns, stats = self._sampler.sample(module, steps)
+        self.log_sampling(stats.env_steps, len(stats.episode_returns), {DEFAULT_MODULE_ID: stats.env_steps})
+        if self.config.learner_config_dict.get(STANDARDIZE_KEY, True):
+            columns[ADVANTAGES] = standardize(columns[ADVANTAGES])
+        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)}, env_steps=stats.env_steps)
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            results = self.learner_group.update(
+                batch=batch,
+                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
+                num_epochs=self.config.num_epochs,
+                minibatch_size=self.config.minibatch_size,
+                shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
+            )
+        self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
+
 # --- config ----------------------------------------------------------------------------------
 
 
 def m3fppo_config(
     problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
-    num_envs_per_env_runner: int = 64, num_env_runners: int = 0, train_batch_size: int = 24000,
-    minibatch_size: int = 4000, num_epochs: int = 8, env_config: dict[str, Any] | None = None,
+    num_envs_per_env_runner: int = 120, train_batch_size: int = 24000, minibatch_size: int | None = 4000,
+    num_epochs: int = 8, fragment: int | None = None, env_config: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> PPOConfig:
     """The PPOConfig of M3FPPO for one problem (spec §1.1–1.4, §1.10), RLlib 2.60 new API stack.
@@ -488,19 +449,18 @@ def m3fppo_config(
         num_minors: N, the number of minor agents of the simulated system.
         variant: ``reference`` (the authors' code: KL coefficient 0.2 → target 0.03) or ``paper``
             (Table 3 read literally: coefficient 0.03 → target 0.01); also the env variant.
-        seed: RLlib seed (torch/numpy in learner and env runners, env resets).
-        num_envs_per_env_runner: B, copies stepped together by one :class:`M3FCVectorEnv`.
-            B = 120 makes every copy's share of a 24 000-step batch exactly 200 steps, so chunk
-            ends coincide with episode ends as in the reference (one env, fragments of 200,
-            T = 200 or 100); with B = 64 each copy contributes 375 steps and episodes are also
-            cut (and bootstrapped from V) in the middle.  Same speed (docs/rllib-notes.md).
-        num_env_runners: 0 = sample in the driver (default; PPO samples and learns in turn, so a
-            remote runner buys no overlap on 2 cores, only serialisation and weight syncs);
-            ≥ 1 remote runners (results must not depend on it).
-        train_batch_size: env steps per iteration (24 000).  Each copy contributes
-            ``train_batch_size / (B · max(1, runners))`` consecutive steps per iteration
-            (RLlib's ``rollout_fragment_length="auto"``), so the batch is exact.
-        minibatch_size, num_epochs: SGD settings (4 000, 8).
+        seed: the run's seed; every iteration draws its env, action-sampling and minibatch
+            seeds from (seed, iteration) (:func:`m3fmarl.sampling.iteration_seeds`).
+        num_envs_per_env_runner: B, copies stepped together by the sampler (:class:`M3FCSampler`,
+            in the driver).  Each copy contributes ``train_batch_size / B`` consecutive steps per
+            iteration: B = 120 makes that exactly 200 steps, so every iteration holds whole
+            episodes (one per copy for T = 200, two for T = 100) as the reference's 200-step
+            fragments of one env did; with B = 64 (375 steps) episodes would also be cut in the
+            middle and bootstrapped from V.
+        train_batch_size: env steps per iteration (24 000); a multiple of B.
+        minibatch_size, num_epochs: SGD settings (4 000, 8); ``None`` = the whole batch.
+        fragment: cut and bootstrap every copy's rollout every ``fragment`` steps (M3FA2C: 20);
+            None = only at episode ends.
         env_config: extra env kwargs (``execution``, switch overrides such as
             ``histogram="joint"``); ``num_minors`` and ``variant`` are set from the arguments.
         **overrides: further PPOConfig attributes, applied last via ``update_from_dict``
@@ -517,33 +477,27 @@ def m3fppo_config(
                          "decentralized execution is for evaluation only")
 
     config = (
-        PPOConfig()
+        PPOConfig(algo_class=M3FCAlgorithm)
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .framework("torch")
         .environment(
             env_id,
             env_config=env_kwargs,
-            # normalize_actions=True on Box(-1, 1) = unsquash (identity) + clip to the bounds,
-            # applied to a copy (ACTIONS_FOR_ENV) that goes to the env; the unclipped sample
-            # stays in the episode and is what log-probs/KL are computed on (RLlib 1.8 too).
+            # normalize_actions=True on Box(-1, 1) = clip to the bounds on the way to the env;
+            # the unclipped sample is stored and scored (RLlib 1.8 too).  M3FCSampler does
+            # this; evaluation (m3fmarl.evaluate.Policy.to_env) reads the flag from here.
             normalize_actions=True,
             clip_actions=False,
         )
-        .env_runners(
-            num_env_runners=num_env_runners,
-            num_envs_per_env_runner=num_envs_per_env_runner,
-            gym_env_vectorize_mode="vector_entry_point",
-            rollout_fragment_length="auto",
-            batch_mode="truncate_episodes",
-            explore=True,
-            # No observation filter: RLlib 2.x adds none unless a MeanStdFilter connector is
-            # configured (env_to_module_connector stays unset).
-        )
+        # Sampling is M3FCSampler's, in the driver; the one local env runner only provides the
+        # spaces.  No observation filter (NoFilter), stochastic actions.
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, explore=True)
         .learners(
             num_learners=0,
             learner_class=M3FPPOTorchLearner,
             learner_config_dict={VF_CLIP_KEY: 10.0, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean",
-                                 MINIBATCHING_KEY: MINIBATCHING_BY_VARIANT[variant]},
+                                 MINIBATCHING_KEY: MINIBATCHING_BY_VARIANT[variant],
+                                 SAMPLER_KEY: {"num_envs": int(num_envs_per_env_runner), "fragment": fragment}},
         )
         .training(
             gamma=0.99,
@@ -577,7 +531,7 @@ def m3fppo_config(
                 },
             )
         )
-        .callbacks(on_environment_created=_on_environment_created)
+        .callbacks(on_environment_created=on_environment_created)
         .reporting(metrics_num_episodes_for_smoothing=100)
         .debugging(seed=seed)
     )

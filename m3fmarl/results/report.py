@@ -1,8 +1,9 @@
 """``m3fmarl report``: the paper's Table 2 and figures regenerated from sweep directories.
 
 ``m3fmarl report SWEEP_DIR [SWEEP_DIR ...] [--out DIR]`` reads each sweep directory that
-``m3fmarl sweep`` wrote (the ledger ``sweep.json`` names the experiment and the budget), and
-writes into ``--out`` (default ``results/report/``)::
+``m3fmarl sweep`` wrote (the ledger ``sweep.json`` names the budget and the experiments, each with
+its trials; a trial shared by several experiments is one run directory), and writes into
+``--out`` (default ``results/report/``)::
 
     report.md                  what was found (experiment, budget, trials finished / missing),
                                with every table and picture below embedded
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -35,7 +37,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from m3fmarl.problems import PAPER_NAMES, PROBLEMS
-from m3fmarl.sweep import LEDGER, _float, read_evaluation
+from m3fmarl.experiments import Cell
+from m3fmarl.sweep import LEDGER, _float, evaluated_cells, read_evaluation
 
 PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
 """Table 2 of the paper (mean ± 95 % CI at N = 20), the ``table2`` rows of spec/paper_results.csv."""
@@ -55,6 +58,41 @@ BUDGET_NOTES = {
     "reduced": "reduced budget: not comparable with the paper (the paper's hyperparameters, far fewer iterations "
                "and seeds; a reduced curve is the start of the paper's curve)",
 }
+
+
+CI_RULES = {
+    "reference": "2·std(ddof 0)/√n, as the authors' code computes it",
+    "paper": "1.96·s(ddof 1)/√n",
+}
+"""The 95 % CI half-width rule per variant (spec §2.0)."""
+
+
+def ci95(result: dict[str, Any], variant: str) -> float:
+    """95 % CI half-width of an evaluation cell by the variant's rule (:data:`CI_RULES`): the
+    reference (authors' code) uses 2·std/√n with the population std (ddof 0), the paper variant
+    1.96·s/√n with the sample std (ddof 1).  The cell stores the sample std and n."""
+    n = int(result.get("episodes") or 0)
+    s = float(result.get("std", math.nan))
+    if n < 2 or not math.isfinite(s):
+        return float(result.get("ci95", math.nan))
+    if variant == "reference":
+        return 2.0 * s * math.sqrt((n - 1) / n) / math.sqrt(n)
+    return 1.96 * s / math.sqrt(n)
+
+
+def iqm_over_seeds(means: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
+    """Interquartile mean of per-seed results and its 95 % percentile-bootstrap CI over seeds
+    (``scipy.stats.bootstrap``, 2 000 resamples) — the aggregate rliable recommends for few runs."""
+    from scipy import stats
+
+    x = np.asarray(means, dtype=float)
+
+    def iqm(v: np.ndarray, axis: int = -1) -> np.ndarray:
+        return stats.trim_mean(v, 0.25, axis=axis)
+
+    res = stats.bootstrap((x,), iqm, n_resamples=2000, confidence_level=0.95, method="percentile",
+                          random_state=np.random.default_rng(seed))
+    return float(iqm(x)), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 class ReportError(ValueError):
@@ -80,6 +118,7 @@ class TrialResult:
     run_dir: Path
     evaluation: list[dict[str, Any]] | None
     """The evaluation cells if the trial is finished, else None."""
+    variant: str = "reference"
 
     @property
     def finished(self) -> bool:
@@ -163,21 +202,14 @@ class SweepResult:
         return [p for p in PROBLEM_ORDER if p in present] + sorted(present - set(PROBLEM_ORDER))
 
 
-def _matches_request(entry: dict[str, Any], ev: dict[str, Any]) -> bool:
-    """True iff ``evaluation.json`` holds the evaluation the ledger entry asks for (the check of
-    :func:`m3fmarl.sweep.is_finished`, on the stored ledger instead of a loaded experiment)."""
-    want = entry.get("evaluation") or {}
-    req = ev.get("request") or {}
-    if ev.get("iterations") != entry.get("iterations") or not isinstance(ev.get("results"), list):
-        return False
-    num_minors = want.get("num_minors") or [entry.get("num_minors")]
-    return (list(num_minors) == req.get("num_minors") and list(want.get("executions") or []) == req.get("executions")
-            and (want.get("episodes") is None or want.get("episodes") == req.get("episodes"))
-            and want.get("seed", 0) == req.get("seed"))
+def _cells(raw: Any) -> list[Cell]:
+    return [Cell(int(c["num_minors"]), str(c["execution"]), int(c["episodes"]), int(c["seed"])) for c in raw]
 
 
-def load_sweep(path: str | Path) -> SweepResult:
-    """Read the ledger and the trials' evaluations of the sweep directory ``path``."""
+def load_sweep(path: str | Path) -> list[SweepResult]:
+    """Read the ledger of the sweep directory ``path``: one :class:`SweepResult` per experiment
+    in it, each with the state of its trials (a trial is finished for an experiment when its run
+    directory holds every evaluation cell that experiment asks of it)."""
     path = Path(path)
     if not path.exists():
         raise ReportError(f"{path}: no such directory")
@@ -190,27 +222,43 @@ def load_sweep(path: str | Path) -> SweepResult:
         data = json.loads(ledger.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReportError(f"{ledger}: unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("trials"), list) or not all(
-            isinstance(data.get(k), str) for k in ("experiment", "budget")):
-        raise ReportError(f"{ledger}: not a sweep ledger (expected experiment, budget and trials)")
-    sweep = SweepResult(path, data["experiment"], data["budget"], str(data.get("path", "")),
-                        str(data.get("updated", "")))
+    if not isinstance(data, dict) or not isinstance(data.get("trials"), list) or not isinstance(
+            data.get("experiments"), list) or not isinstance(data.get("budget"), str):
+        raise ReportError(f"{ledger}: not a sweep ledger (expected budget, experiments and trials)")
+    results: dict[str, TrialResult] = {}
+    entries: dict[str, dict[str, Any]] = {}
     for i, entry in enumerate(data["trials"]):
         try:
             name = str(entry["name"])
             settings = entry.get("settings") or {}
             run_dir = path / "trials" / name
-            ev = read_evaluation(run_dir)
-            finished = isinstance(ev, dict) and ev.get("trial", name) == name and _matches_request(entry, ev)
-            sweep.trials.append(TrialResult(
+            have = evaluated_cells(read_evaluation(run_dir), int(entry["iterations"]))
+            results[name] = TrialResult(
                 name=name, problem=str(entry["problem"]), algo=str(entry["algo"]),
                 num_minors=int(entry["num_minors"]), seed=int(entry["seed"]), iterations=int(entry["iterations"]),
                 train_batch_size=int(settings.get("train_batch_size") or 0), run_dir=run_dir,
-                evaluation=list(ev["results"]) if finished else None))
+                evaluation=list(have.values()) or None, variant=str(entry.get("variant", "reference")))
+            entries[name] = entry
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ReportError(f"{ledger}: trial entry {i} is not a ledger trial (name, problem, algo, num_minors, "
                               "seed, iterations)") from None
-    return sweep
+    sweeps = []
+    for exp in data["experiments"]:
+        try:
+            sweep = SweepResult(path, str(exp["experiment"]), data["budget"], str(exp.get("path", "")),
+                                str(data.get("updated", "")))
+            for name in exp["trials"]:
+                t = results[name]
+                want = _cells(exp.get("cells", {}).get(name, []))
+                have = {Cell(int(r["num_minors"]), str(r["execution"]), int(r["episodes"]), int(r["seed"]))
+                        for r in t.evaluation or []}
+                finished = t.evaluation is not None and all(c in have for c in want)
+                sweep.trials.append(t if finished else dataclasses.replace(t, evaluation=None))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ReportError(f"{ledger}: experiment entry {exp!r:.60} is not a ledger experiment (experiment, "
+                              "trials, cells)") from None
+        sweeps.append(sweep)
+    return sweeps
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,10 +343,32 @@ def table2_caption(sweep: SweepResult) -> str:
                 f"({_ranges(t.env_steps for t in trials)} env steps per trial), {seeds} seed{'s' * (seeds > 1)}")
         training.setdefault(text, []).append(ALGO_LABELS[algo])
     parts = [f"{', '.join(algos)} {text}" for text, algos in training.items()]
-    return (f"Table 2 ({sweep.budget} budget): mean return ± 95 % CI at N = {TABLE2_N} of the best trial per "
-            f"problem and algorithm ({BEST_RULE}, among the finished trials evaluated at N = {TABLE2_N}; "
+    variants = sorted({t.variant for t in sweep.trials})
+    rule = "; ".join(f"{v} variant: {CI_RULES.get(v, '?')}" for v in variants)
+    return (f"Table 2 ({sweep.budget} budget): mean return ± 95 % CI ({rule}) at N = {TABLE2_N} of the best "
+            f"trial per problem and algorithm ({BEST_RULE}, among the finished trials evaluated at N = {TABLE2_N}; "
             f"centralized execution for M3FA2C/M3FPPO, every agent on its own observation for IPPO/MAPPO), "
             f"paper value in parentheses. " + "; ".join(parts) + ".")
+
+
+def seeds_markdown(sweep: SweepResult) -> str:
+    """With ≥ 3 finished seeds of a (problem, algorithm): the interquartile mean of their N = 20
+    evaluations with a bootstrap 95 % CI over seeds, next to the mean ± std over seeds."""
+    lines = []
+    for problem in PROBLEM_ORDER:
+        for algo in TABLE2_ALGOS:
+            vals = [r["mean"] for t in sweep.finished if t.problem == problem and t.algo == algo
+                    for r in [t.cell(TABLE2_N, "centralized")] if r is not None]
+            if len(vals) >= 3:
+                iqm, lo, hi = iqm_over_seeds(vals)
+                lines.append(f"| {PROBLEM_LABELS.get(problem, problem)} | {ALGO_LABELS[algo]} | {len(vals)} | "
+                             f"{iqm:.1f} [{lo:.1f}, {hi:.1f}] | {np.mean(vals):.1f} ± {np.std(vals):.1f} |")
+    if not lines:
+        return ""
+    return ("Over seeds (cells with ≥ 3 finished seeds): interquartile mean of the per-seed N = 20 evaluations with "
+            "a 95 % percentile-bootstrap CI over seeds (rliable's recommendation for few runs), and mean ± std "
+            "over seeds.\n\n| problem | algorithm | seeds | IQM [95 % bootstrap CI] | mean ± std |\n|---|---|---|---|---|\n"
+            + "\n".join(lines) + "\n")
 
 
 def table2_markdown(sweep: SweepResult, cells: Sequence[Table2Cell]) -> str:
@@ -308,13 +378,14 @@ def table2_markdown(sweep: SweepResult, cells: Sequence[Table2Cell]) -> str:
         row = []
         for algo in TABLE2_ALGOS:
             c = next(c for c in cells if c.problem == problem and c.algo == algo)
-            ours = _pm(c.result["mean"], c.result["ci95"]) if c.result else "not run"
+            ours = _pm(c.result["mean"], ci95(c.result, c.trial.variant)) if c.result else "not run"
             if c.result is None and any(t.problem == problem and t.algo == algo for t in sweep.trials):
                 ours = "unfinished" if not any(t.problem == problem and t.algo == algo for t in sweep.finished) \
                     else f"no N = {TABLE2_N} evaluation"
             row.append(f"{ours} ({_paper_pm(c.paper)})")
         lines.append(f"| {PROBLEM_LABELS.get(problem, problem)} | {' | '.join(row)} |")
-    return f"{table2_caption(sweep)}\n\n" + "\n".join(lines) + "\n"
+    seeds = seeds_markdown(sweep)
+    return f"{table2_caption(sweep)}\n\n" + "\n".join(lines) + "\n" + (f"\n{seeds}" if seeds else "")
 
 
 TABLE2_COLUMNS = ("problem", "algorithm", "mean", "ci95", "episodes", "paper_mean", "paper_ci95", "trial", "seed",
@@ -327,7 +398,8 @@ def table2_rows(sweep: SweepResult, cells: Sequence[Table2Cell]) -> list[dict[st
     for c in cells:
         t, r = c.trial, c.result or {}
         rows.append({"problem": PROBLEM_LABELS.get(c.problem, c.problem), "algorithm": ALGO_LABELS[c.algo],
-                     "mean": r.get("mean", ""), "ci95": r.get("ci95", ""), "episodes": r.get("episodes", ""),
+                     "mean": r.get("mean", ""), "ci95": ci95(r, t.variant) if t and r else "",
+                     "episodes": r.get("episodes", ""),
                      "paper_mean": c.paper.mean if c.paper else "", "paper_ci95": c.paper.ci95 if c.paper else "",
                      "trial": t.name if t else "", "seed": t.seed if t else "",
                      "train_num_minors": t.num_minors if t else "", "iterations": t.iterations if t else "",
@@ -350,6 +422,26 @@ class Curve:
     std: np.ndarray
     max: np.ndarray
     trials: int
+
+
+MARL_SCALINGS = ("team", "reference")
+"""How Figs. 7/12/13 draw IPPO/MAPPO curves: ``team`` = team return against joint env steps (the
+default); ``reference`` = the authors' plotting (spec §2.0): RLlib 1.8 logged the sum over all
+agents' returns, and both axes were divided by N + 1 — so x = env steps / (N + 1) and
+y = (agents / (N + 1)) × team return (= the team return, except 2G: N/(N + 1) × team return),
+which lets the curves be laid over the paper's."""
+
+
+def marl_scaled(curve: Curve | None, trials: Sequence[TrialResult], scaling: str) -> Curve | None:
+    """``curve`` of IPPO/MAPPO ``trials`` (all at one N) under :data:`MARL_SCALINGS` ``scaling``."""
+    if curve is None or scaling == "team" or not trials:
+        return curve
+    from m3fmarl.problems import make_problem
+
+    n = trials[0].num_minors
+    agents = n + (1 if make_problem(trials[0].problem, 1).has_major else 0)
+    f = agents / (n + 1)
+    return Curve(curve.steps / (n + 1), curve.mean * f, curve.std * f, curve.max * f, curve.trials)
 
 
 def mean_curve(trials: Sequence[TrialResult]) -> Curve | None:
@@ -425,23 +517,32 @@ def _group(trials: Iterable[TrialResult], **where: Any) -> list[TrialResult]:
 
 def mf_level(problem: str, sweeps: Sequence[SweepResult],
              num_minors: int = TABLE2_N) -> tuple[float, float, str] | None:
-    """The M3FPPO "MF" level at ``num_minors`` (CE) for ``problem``: the best finished M3FPPO
-    trial (:func:`best_trial`) with that evaluation cell, looked up in the given sweeps in order (the figure's own
-    sweep first)."""
-    for sweep in sweeps:
-        found = [(t, t.cell(num_minors, "centralized")) for t in _group(sweep.finished, problem=problem, algo="m3fppo")]
-        with_cell = {t.name: r for t, r in found if r is not None}
-        t = best_trial(t for t, _ in found if t.name in with_cell)
-        if t is not None:
-            r = with_cell[t.name]
-            return r["mean"], r["ci95"], f"MF N={num_minors} (M3FPPO N={t.num_minors}, s{t.seed})"
-    return None
+    """The M3FPPO "MF" level at ``num_minors`` (CE) for ``problem`` (Figs. 7, 12, 13): the best
+    (:func:`best_trial`) of the finished M3FPPO trials with that evaluation cell — those of the
+    ``table2`` experiment if any of the given sweeps is one (the paper's MF line is its Table 2
+    policy), otherwise those of every given sweep — not whichever trials the figure's own grid
+    holds."""
+    def pool(candidates: Iterable[SweepResult]) -> list[TrialResult]:
+        found: dict[Path, TrialResult] = {}
+        for sweep in candidates:
+            for t in _group(sweep.finished, problem=problem, algo="m3fppo"):
+                if t.cell(num_minors, "centralized") is not None:
+                    found.setdefault(t.run_dir.resolve(), t)
+        return list(found.values())
+
+    trials = pool(s for s in sweeps if s.experiment == "table2") or pool(sweeps)
+    t = best_trial(trials)
+    if t is None:
+        return None
+    r = t.cell(num_minors, "centralized")
+    return r["mean"], ci95(r, t.variant), f"MF N={num_minors} (M3FPPO N={t.num_minors}, s{t.seed})"
 
 
 COLORS = {"m3fppo": "tab:red", "m3fa2c": "tab:blue", "ippo": "tab:green", "mappo": "tab:purple"}
 
 
-def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path) -> tuple[Path, int, str] | None:
+def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
+                marl_scaling: str = "team") -> tuple[Path, int, str] | None:
     """The picture of ``sweep``'s experiment → (path, panels, caption); None if its trials have
     nothing to draw."""
     fid = sweep.experiment
@@ -456,9 +557,15 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path) ->
         problems = sweep.problems(["m3fppo"])
     if fid not in FIGURES or not problems:
         return None
+    if marl_scaling not in MARL_SCALINGS:
+        raise ReportError(f"unknown MARL scaling {marl_scaling!r}; valid: {', '.join(MARL_SCALINGS)}")
     fig, axes = _new_figure(len(problems))
     xlabel = "env steps t"
     ylabel = "return J(π)"
+    scaling_text = ("team return against joint env steps" if marl_scaling == "team" else
+                    "the authors' plotting scale: summed agent return and env steps both divided by N + 1")
+    if fid in ("fig7", "fig12", "fig13") and marl_scaling == "reference":
+        xlabel = "env steps / (N + 1)"
     if fid == "fig5":
         caption = ("M3FPPO training curves: mean over seeds ± 1 std (shaded), maximum over seeds (blue), "
                    "truncated to the shortest trial")
@@ -480,23 +587,26 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path) ->
             for algo in ("m3fppo", "m3fa2c"):
                 _draw_curve(ax, mean_curve(_group(fin, problem=p, algo=algo)), ALGO_LABELS[algo], COLORS[algo])
     elif fid == "fig7":
-        caption = (f"IPPO and MAPPO training curves (mean ± 1 std over seeds; team return against joint env "
-                   f"steps); dashed: M3FPPO evaluated at N = {TABLE2_N}, CE (MF)")
+        caption = (f"IPPO and MAPPO training curves (mean ± 1 std over seeds; {scaling_text}); dashed: "
+                   f"M3FPPO evaluated at N = {TABLE2_N}, CE (MF; the best Table 2 M3FPPO trial)")
         for ax, p in zip(axes, problems, strict=True):
             for algo in ("ippo", "mappo"):
                 trials = _group(fin, problem=p, algo=algo)
-                ns = sorted({t.num_minors for t in trials})
-                label = ALGO_LABELS[algo] + (f" N={ns[0]}" if len(ns) == 1 else "")
-                _draw_curve(ax, mean_curve(trials), label, COLORS[algo])
+                for n in sorted({t.num_minors for t in trials}):
+                    group = _group(trials, num_minors=n)
+                    _draw_curve(ax, marl_scaled(mean_curve(group), group, marl_scaling), f"{ALGO_LABELS[algo]} N={n}",
+                                COLORS[algo])
             _mf_line(ax, mf_level(p, mf_sweeps))
     elif fid in ("fig12", "fig13"):
         algo = "ippo" if fid == "fig12" else "mappo"
-        caption = (f"{ALGO_LABELS[algo]} trained at each N: one line per N, mean ± 1 std over seeds (team return "
-                   f"against joint env steps); dashed: M3FPPO evaluated at N = {TABLE2_N}, CE (MF)")
+        caption = (f"{ALGO_LABELS[algo]} trained at each N: one line per N, mean ± 1 std over seeds "
+                   f"({scaling_text}); dashed: M3FPPO evaluated at N = {TABLE2_N}, CE (MF; the best Table 2 M3FPPO "
+                   f"trial)")
         for ax, p in zip(axes, problems, strict=True):
             trials = _group(fin, problem=p, algo=algo)
             for j, n in enumerate(sorted({t.num_minors for t in trials})):
-                _draw_curve(ax, mean_curve(_group(trials, num_minors=n)), f"N={n}", f"C{j}")
+                group = _group(trials, num_minors=n)
+                _draw_curve(ax, marl_scaled(mean_curve(group), group, marl_scaling), f"N={n}", f"C{j}")
             _mf_line(ax, mf_level(p, mf_sweeps))
     elif fid == "fig9":
         xlabel, ylabel = "number of minor agents N", "return J_N(π)"
@@ -526,12 +636,12 @@ def _draw_transfer(ax: Any, trials: Sequence[TrialResult]) -> None:
             continue
         x = np.array([n for n, _ in pts], dtype=float)
         m = np.array([r["mean"] for _, r in pts])
-        ci = np.array([r["ci95"] for _, r in pts])
+        ci = np.array([ci95(r, best.variant) for _, r in pts])
         ax.plot(x, m, color=color, marker="o", ms=3, label=f"{short} (s{best.seed})")
         ax.fill_between(x, m - ci, m + ci, color=color, alpha=0.2, lw=0)
     top = best.cell(mf_n, "centralized")
     if top is not None:
-        _mf_line(ax, (top["mean"], top["ci95"], f"MF (CE, N={mf_n})"), band=True)
+        _mf_line(ax, (top["mean"], ci95(top, best.variant), f"MF (CE, N={mf_n})"), band=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -568,10 +678,12 @@ def _stem(sweep: SweepResult, taken: set[str]) -> str:
     return stem
 
 
-def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: Any = None) -> Report:
-    """Read ``sweep_dirs`` and write report.md, tables and pictures into ``out``."""
+def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: Any = None,
+                 marl_scaling: str = "team") -> Report:
+    """Read ``sweep_dirs`` and write report.md, tables and pictures into ``out``
+    (``marl_scaling``: :data:`MARL_SCALINGS`)."""
     stream = stream or sys.stderr
-    sweeps = [load_sweep(p) for p in sweep_dirs]
+    sweeps = [s for p in sweep_dirs for s in load_sweep(p)]
     out = Path(out)
     _check_out(out, sweeps)
     try:
@@ -615,7 +727,7 @@ def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: A
             files += [md_path, csv_path]
             md += [text, f"Also as [{md_path.name}]({md_path.name}) and [{csv_path.name}]({csv_path.name}).", ""]
         elif sweep.experiment in FIGURES:
-            drawn = plot_figure(sweep, sweeps, out / f"{stem}.png")
+            drawn = plot_figure(sweep, sweeps, out / f"{stem}.png", marl_scaling)
             if drawn is None:
                 md += ["No finished trial to draw yet.", ""]
             else:
@@ -630,7 +742,7 @@ def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: A
         if sweep.finished:
             md += ["| trial | iterations | env steps | evaluation (N, execution: mean ± ci95) |", "|---|---|---|---|"]
             for t in sweep.finished:
-                cells_text = "; ".join(f"{r['num_minors']} {r['execution']}: {_pm(r['mean'], r['ci95'])}"
+                cells_text = "; ".join(f"{r['num_minors']} {r['execution']}: {_pm(r['mean'], ci95(r, t.variant))}"
                                        for r in t.evaluation or [])
                 md.append(f"| {t.name} | {t.iterations} | {_steps(t.env_steps)} | {cells_text} |")
             md.append("")
@@ -645,7 +757,7 @@ def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: A
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    rep = build_report(args.sweep_dirs, args.out)
+    rep = build_report(args.sweep_dirs, args.out, marl_scaling=args.marl_scaling)
     print(f"wrote {rep.markdown}" + (f" and {', '.join(p.name for p in rep.files)}" if rep.files else ""))
     return 0
 
@@ -655,4 +767,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="Table 2 and the paper's figures from sweep directories (report.md, PNG, CSV)")
     p.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="directories written by `m3fmarl sweep`")
     p.add_argument("--out", default="results/report", help="report directory (default results/report)")
+    p.add_argument("--marl-scaling", choices=MARL_SCALINGS, default="team",
+                   help="IPPO/MAPPO curves of figs 7/12/13: team return vs joint env steps (default), or the "
+                        "authors' plotting scale (both axes / (N + 1)) to lay them over the paper's")
     p.set_defaults(func=cmd_report)
