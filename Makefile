@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo test test-fast bench reproduce clean-venv
 
 # torch first (the CPU build on disk; any other torch pulls GBs of CUDA), then the package.
 $(VENV)/done: setup.cfg pyproject.toml
@@ -24,6 +24,12 @@ test: $(VENV)/done
 
 test-fast: $(VENV)/done
 	$(BIN)/pytest -q -m "not slow" || [ $$? -eq 5 ]
+
+# Every paper table and figure at the reduced budget into results/reduced/ (hours on 2 cores;
+# rerun to resume).  BUDGET=paper on a cluster: see docs/cluster.md.
+BUDGET ?= reduced
+reproduce: $(VENV)/done
+	$(BIN)/m3fmarl reproduce --budget $(BUDGET)
 
 bench: $(VENV)/done
 	$(BIN)/m3fmarl bench envs

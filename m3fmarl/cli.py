@@ -1,4 +1,4 @@
-"""Command line: ``m3fmarl demo | envs | rollout | train | evaluate | golden | bench | sweep | report``.
+"""Command line: ``m3fmarl demo | envs | rollout | train | evaluate | golden | bench | sweep | report | reproduce``.
 
 Usage errors (unknown problem, variant, bad N, …) print one line and exit with status 2.
 """
@@ -113,8 +113,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from m3fmarl.evaluate import evaluate, load_policy
     from m3fmarl.train import RUN_FILE, checkpoints
 
+    from m3fmarl.export import is_export
+
     path = Path(args.checkpoint)
-    if (path / RUN_FILE).is_file():  # a run directory: its newest complete checkpoint
+    if (path / RUN_FILE).is_file() and not is_export(path):  # a run directory: its newest complete checkpoint
         done = checkpoints(path)
         if not done:
             raise UsageError(f"{path}: run directory without a complete checkpoint")
@@ -408,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint (stochastic actions, 95%% CI) over one or more N")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory or a run directory (newest checkpoint)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint directory, a run directory (newest checkpoint), or a policy export "
+                        "(policy.json + policy.pt, e.g. results/reduced/trials/<trial>)")
     p.add_argument("--num-minors", type=_positive_int, nargs="+", help="N values (default: the training N)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per N (default per problem: 100/300/500)")
     p.add_argument("--execution", choices=("centralized", "decentralized", "both", "multi-agent"), default=None,
@@ -465,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     from m3fmarl.results.report import add_parser as add_report_parser
 
     add_report_parser(sub)
+
+    from m3fmarl.reproduce import add_parser as add_reproduce_parser
+
+    add_reproduce_parser(sub)
     return parser
 
 

@@ -69,7 +69,7 @@ _ENV_ID_TO_PROBLEM = {env_id: name for name, env_id in m3fmarl.ENV_IDS.items()}
 _ENV_KWARGS_NOT_SWITCHES = ("num_minors", "variant", "execution", "render_mode", "num_envs", "problem")
 _EXPECTED = ("an RLlib 2.60 Algorithm checkpoint directory of an m3fmarl env, as written by "
              "algo.save_to_path() (with rllib_checkpoint.json, class_and_ctor_args.pkl and "
-             f"{MODULE_SUBPATH.as_posix()}/)")
+             f"{MODULE_SUBPATH.as_posix()}/), or a policy export (policy.json + policy.pt)")
 
 
 # --- the policy ------------------------------------------------------------------------------
@@ -170,7 +170,8 @@ class Policy:
 
 
 def load_policy(checkpoint: str | Path) -> Policy:
-    """Load the trained default RLModule of an RLlib 2.60 Algorithm checkpoint (``algo.save_to_path``).
+    """Load the trained default RLModule of an RLlib 2.60 Algorithm checkpoint (``algo.save_to_path``),
+    or of a policy export (:mod:`m3fmarl.export`: ``policy.json`` + ``policy.pt``).
 
     Only the module is built (``RLModule.from_checkpoint`` on
     ``learner_group/learner/rl_module/default_policy``): no Algorithm, no env runners, no Ray.
@@ -180,9 +181,19 @@ def load_policy(checkpoint: str | Path) -> Policy:
     Raises:
         ValueError: the path does not exist, or is not an Algorithm checkpoint of an m3fmarl env.
     """
+    from m3fmarl.export import is_export, load_modules
+
     path = Path(checkpoint).expanduser().resolve()  # RLlib needs absolute paths
     if not path.exists():
         raise ValueError(f"checkpoint {str(path)!r} does not exist; expected {_EXPECTED}")
+    if is_export(path):  # a compact policy export (results/<budget>/trials/*/)
+        modules, meta = load_modules(path)
+        if meta["view"] != "m3fc":
+            raise ValueError(f"{str(path)!r} is a policy export of an IPPO/MAPPO policy, not an M3FC policy")
+        return Policy(module=modules["default_policy"], problem=meta["problem"], variant=meta["variant"],
+                      num_minors=int(meta["num_minors"]), env_config=dict(meta.get("switches") or {}),
+                      normalize_actions=bool(meta.get("normalize_actions", True)),
+                      clip_actions=bool(meta.get("clip_actions", False)), checkpoint=path)
     if not path.is_dir():
         raise ValueError(f"checkpoint {str(path)!r} is not a directory; expected {_EXPECTED}")
     ctor_file = path / "class_and_ctor_args.pkl"

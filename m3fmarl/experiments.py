@@ -391,6 +391,25 @@ def _iterations(ctx: _Ctx, parent: Any, key: Any, value: Any) -> dict[str, int]:
     return {"default": _int(ctx, parent, key, value, "iterations", 1)}
 
 
+def _num_minors(ctx: _Ctx, parent: Any, key: Any, value: Any) -> dict[str, tuple[int, ...]]:
+    """``[300]`` or ``{default: [300], formation: [50]}`` → {problem or 'default': N values}."""
+    from m3fmarl.problems import PROBLEMS, canonical_name
+
+    if isinstance(value, dict):
+        out = {}
+        for raw, v in value.items():
+            name = raw
+            if raw != "default":
+                try:
+                    name = canonical_name(raw)
+                except ValueError:
+                    raise ctx.fail(value, raw, f"unknown problem {raw!r} in num_minors; valid: default, "
+                                               f"{', '.join(PROBLEMS)}") from None
+            out[name] = _ints(ctx, value, raw, v, f"num_minors[{raw}]", 1)
+        return out
+    return {"default": _ints(ctx, parent, key, value, "num_minors", 1)}
+
+
 def _settings(ctx: _Ctx, parent: Any, key: Any, value: Any, valid: tuple[str, ...]) -> dict[str, dict]:
     if not isinstance(value, dict):
         raise ctx.fail(parent, key, f"settings must map algorithm → setting overrides, got {value!r}")
@@ -448,7 +467,7 @@ def _block_fields(ctx: _Ctx, block: _Map, valid_algos: tuple[str, ...], allowed:
         elif k == "problems":
             out[k] = _problems(ctx, block, k, v)
         elif k == "num_minors":
-            out[k] = _ints(ctx, block, k, v, "num_minors", 1)
+            out[k] = _num_minors(ctx, block, k, v)
         elif k == "seeds":
             out[k] = _ints(ctx, block, k, v, "seeds", 0)
         elif k == "iterations":
@@ -550,8 +569,13 @@ def load_experiment(path: str | Path, budget: str = "paper", algorithms: tuple[s
             else:
                 raise ctx.fail(block, "algorithms", f"algorithm {algo!r} has no settings class in "
                                                     "m3fmarl.config.ALGORITHM_SETTINGS")
-            for problem, n, seed in itertools.product(resolved["problems"], resolved["num_minors"],
-                                                      resolved["seeds"]):
+            pairs = []
+            for problem in resolved["problems"]:
+                ns = resolved["num_minors"].get(problem, resolved["num_minors"].get("default"))
+                if ns is None:
+                    raise ctx.fail(block, "num_minors", f"{where}: no num_minors for {problem} (add a 'default')")
+                pairs += [(problem, n) for n in ns]
+            for (problem, n), seed in itertools.product(pairs, resolved["seeds"]):
                 its = resolved["iterations"]
                 iterations = its.get(problem, its.get("default"))
                 if iterations is None:

@@ -43,9 +43,13 @@ class Comparison:
         return (self.ours.mean - self.row.mean) / se
 
 
+GOLDEN_DIR = Path(__file__).with_name("golden_data")
+"""The golden data measured on the authors' code, shipped with the package (README.md there)."""
+
+
 def default_golden_csv() -> Path:
-    """``shared/golden/reference_returns.csv`` next to the repository checkout."""
-    return Path(__file__).resolve().parents[2] / "shared" / "golden" / "reference_returns.csv"
+    """``golden_data/reference_returns.csv`` of the package."""
+    return GOLDEN_DIR / "reference_returns.csv"
 
 
 def load_golden(path: Path | None = None) -> list[GoldenRow]:

@@ -45,6 +45,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from m3fmarl.experiments import BUDGETS, Campaign, Cell, Trial, load_experiment, merge_sweeps
 
 LEDGER = "sweep.json"
@@ -152,8 +154,15 @@ def check_ledger(out: Path, campaign: Campaign, resume: bool, create: bool) -> N
         new = campaign.to_dict()
         ids = {e["experiment"] for e in new["experiments"]}
         kept_exps = [e for e in (stored or {}).get("experiments", []) if e.get("experiment") not in ids]
-        trials = {t["name"]: t for t in (stored or {}).get("trials", [])
-                  if any(t["name"] in e.get("trials", []) for e in kept_exps)}
+        stored_trials = {t["name"]: t for t in (stored or {}).get("trials", [])}
+        trials: dict[str, dict[str, Any]] = {}
+        for e in kept_exps:  # who uses a recorded trial, and its cells: from the experiments kept
+            for name in e.get("trials", []):
+                if name in stored_trials:
+                    t = trials.setdefault(name, {**stored_trials[name], "cells": [], "used_by": []})
+                    t["cells"] = list({json.dumps(c, sort_keys=True): c
+                                       for c in t["cells"] + e.get("cells", {}).get(name, [])}.values())
+                    t["used_by"].append(e["experiment"])
         for t in new["trials"]:
             if t["name"] in trials:
                 old = trials[t["name"]]
@@ -319,12 +328,69 @@ def _fmt_steps(x: float) -> str:
     return f"{x / 1e6:.1f}M" if x >= 1e6 else f"{x / 1e3:.0f}k" if x >= 1e3 else f"{x:.0f}"
 
 
+def _trial_time(run_dir: Path) -> tuple[int, float]:
+    """(iterations done, training seconds so far) of a run directory, from its progress.csv."""
+    row = _last_row(run_dir)
+    if row is None:
+        return 0, 0.0
+    t = _float(row.get("time_total_s"))
+    return int(row.get("iteration", 0)), (t if math.isfinite(t) else 0.0)
+
+
+def campaign_progress(sweep: Campaign, out: Path, slots: int) -> dict[str, Any]:
+    """Where a campaign stands, from its run directories: trials finished / started / not
+    started, CPU-hours used (training time × CPUs of each trial, evaluation not counted) and an
+    ETA for the rest — remaining iterations × seconds per iteration (the trial's own rate once
+    it has trained, else the mean rate of measured trials of the same problem, algorithm and N,
+    of the same problem and algorithm, of the same algorithm, of any trial), spread over
+    ``slots`` trials at a time; a rough figure until most kinds of trial have been measured.
+    The ETA is None while no trial has trained yet."""
+    rates: dict[tuple[str, ...], list[float]] = {}
+    state = {}
+    for t in sweep.trials:
+        done, seconds = _trial_time(trial_dir(out, t))
+        state[t.name] = (done, seconds)
+        if done:
+            rate = seconds / done
+            rates.setdefault((t.problem, t.algo, str(t.num_minors)), []).append(rate)
+            rates.setdefault((t.problem, t.algo), []).append(rate)
+            rates.setdefault((t.algo,), []).append(rate)
+            rates.setdefault((), []).append(rate)
+    finished = running = 0
+    cpu_s = remaining = 0.0
+    unknown = 0
+    for t in sweep.trials:
+        done, seconds = state[t.name]
+        cpu_s += seconds * t.cpus
+        if is_finished(out, t):
+            finished += 1
+            continue
+        running += done > 0
+        left = t.iterations - done
+        if left <= 0:
+            continue
+        rate = seconds / done if done else next(
+            (float(np.mean(rates[k])) for k in ((t.problem, t.algo, str(t.num_minors)), (t.problem, t.algo), (t.algo,),
+                                                ()) if k in rates), None)
+        if rate is None:
+            unknown += 1
+        else:
+            remaining += left * rate
+    todo = len(sweep.trials) - finished - running
+    eta = None if unknown else remaining / max(1, slots)
+    return {"finished": finished, "started": running, "not_started": todo, "cpu_hours": cpu_s / 3600, "eta_s": eta}
+
+
 class ProgressTable:
     """A compact live table of the sweep, printed at most every ``every`` seconds and on every
-    trial start, finish and failure."""
+    trial start, finish and failure; its header line has the campaign's progress
+    (:func:`campaign_progress`) when the sweep directory ``out`` is given."""
 
-    def __init__(self, sweep: Campaign, kept: list[str], every: float, stream: Any = None):
+    def __init__(self, sweep: Campaign, kept: list[str], every: float, stream: Any = None, out: Path | None = None,
+                 slots: int = 1):
         self.sweep = sweep
+        self.out = out
+        self.slots = slots
         self.every = every
         self.stream = stream  # None: sys.stdout at print time (the table is pickled under Ray Client)
         self.t0 = time.monotonic()
@@ -356,6 +422,11 @@ class ProgressTable:
         its = {t.name: t.iterations for t in self.sweep.trials}
         counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts().items()))
         lines = [f"[sweep {self.sweep.label}/{self.sweep.budget} {_elapsed(now - self.t0)}] {counts}"]
+        if self.out is not None:
+            p = campaign_progress(self.sweep, self.out, self.slots)
+            eta = "unknown (no rate measured yet)" if p["eta_s"] is None else _elapsed(p["eta_s"])
+            lines.append(f"  trials: {p['finished']} done, {p['started']} started, {p['not_started']} not started | "
+                         f"{p['cpu_hours']:.1f} CPU-h of training so far | ETA {eta}")
         lines.append(f"  {'trial':<54} {'status':<10} {'iter':>11} {'env steps':>9} {'return':>9} {'eval':>9}")
         for name, st in self.state.items():
             if st["status"] == "pending" and len(self.state) > 12:
@@ -468,11 +539,12 @@ def run_sweep(sweep: Campaign, out: Path, *, address: str | None = None, cpus: i
     shared = f" ({named} named by the experiments, shared ones trained once)" if named != len(sweep.trials) else ""
     print(f"sweep {sweep.label} ({sweep.budget} budget): {len(sweep.trials)} trials{shared}, {_fmt_steps(steps)} "
           f"env steps in all; {len(kept)} finished (kept), {len(todo)} to run -> {out}", flush=True)
-    table = ProgressTable(sweep, kept, report_every)
+    table = ProgressTable(sweep, kept, report_every, out=out, slots=1)
     if todo:
         _init_ray(address, cpus)
         try:
             resources = ray.cluster_resources()
+            table.slots = max(1, int(resources.get("CPU", 1) // max(t.cpus for t in todo)))
             print(f"ray: {int(resources.get('CPU', 0))} CPUs on {len([n for n in ray.nodes() if n['Alive']])} "
                   f"node(s); {max(t.cpus for t in todo)} CPU per trial; max_failures={max_failures}", flush=True)
             largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
@@ -510,6 +582,32 @@ def trials_cpus(trials: list[Trial], name: str) -> int:
     return next(t.cpus for t in trials if t.name == name)
 
 
+def summary_rows(out: Path) -> list[dict[str, Any]]:
+    """One row per evaluation cell of every trial in the ledger of ``out`` (all experiments the
+    directory holds, not only those of the last invocation), finished cells only."""
+    try:
+        ledger = _read_ledger(out) or {}
+    except SweepError:
+        return []
+    rows = []
+    for t in ledger.get("trials", []):
+        try:
+            have = evaluated_cells(read_evaluation(out / "trials" / t["name"]), int(t["iterations"]))
+            steps = int(t["iterations"]) * int((t.get("settings") or {}).get("train_batch_size") or 0)
+            for c in t["cells"]:
+                r = have.get(Cell(int(c["num_minors"]), str(c["execution"]), int(c["episodes"]), int(c["seed"])))
+                if r is None:
+                    continue
+                rows.append({"trial": t["name"], "used_by": " ".join(t.get("used_by", [])), "problem": t["problem"],
+                             "algo": t["algo"], "train_num_minors": t["num_minors"], "seed": t["seed"],
+                             "iterations": t["iterations"], "env_steps": steps, "eval_num_minors": r["num_minors"],
+                             "execution": r["execution"], "episodes": r["episodes"], "mean": r["mean"],
+                             "ci95": r["ci95"]})
+        except (KeyError, TypeError, ValueError):
+            continue
+    return rows
+
+
 def _finish(sweep: Campaign, out: Path, table: ProgressTable, errors: dict[str, Any]) -> int:
     rows = []
     missing = []
@@ -531,6 +629,7 @@ def _finish(sweep: Campaign, out: Path, table: ProgressTable, errors: dict[str, 
                          "algo": t.algo, "train_num_minors": t.num_minors, "seed": t.seed, "iterations": t.iterations,
                          "env_steps": t.env_steps, "eval_num_minors": r["num_minors"], "execution": r["execution"],
                          "episodes": r["episodes"], "mean": r["mean"], "ci95": r["ci95"]})
+    rows = summary_rows(out) or rows
     if rows:
         with open(out / "summary.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))

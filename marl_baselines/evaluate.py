@@ -44,17 +44,34 @@ class MARLPolicy:
 
 
 def is_marl_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is an Algorithm checkpoint with a ``minor`` module (IPPO/MAPPO)."""
+    """Whether ``path`` is an Algorithm checkpoint with a ``minor`` module (IPPO/MAPPO), or a
+    policy export (:mod:`m3fmarl.export`) of one."""
+    from m3fmarl.export import is_export, read_meta
+
+    if is_export(path):
+        try:
+            return read_meta(path).get("view") == "multi-agent"
+        except ValueError:
+            return False
     return (Path(path) / MODULES_SUBPATH / "minor").is_dir()
 
 
 def load_marl_policy(checkpoint: str | Path) -> MARLPolicy:
-    """Load the modules and the multi-agent settings of an IPPO/MAPPO checkpoint (no Ray)."""
+    """Load the modules and the multi-agent settings of an IPPO/MAPPO checkpoint, or of a policy
+    export (:mod:`m3fmarl.export`) (no Ray)."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
+    from m3fmarl.export import is_export, load_modules
     from marl_baselines.ppo import MARL_KEY
 
     path = Path(checkpoint).expanduser().resolve()
+    if is_export(path):
+        modules, meta = load_modules(path)
+        if meta["view"] != "multi-agent":
+            raise ValueError(f"{str(path)!r} is a policy export of an M3FC policy, not IPPO/MAPPO")
+        return MARLPolicy(modules=modules, algo=meta["algo"], problem=meta["problem"], variant=meta["variant"],
+                          num_minors=int(meta["num_minors"]), switches=dict(meta.get("switches") or {}),
+                          checkpoint=path)
     if not is_marl_checkpoint(path):
         raise ValueError(f"{str(path)!r} is not an IPPO/MAPPO checkpoint (no {MODULES_SUBPATH.as_posix()}/minor/)")
     try:

@@ -4,14 +4,16 @@
 #   sbatch slurm/sweep.sh experiments/table2.yaml --budget reduced
 #   sbatch --nodes=4 --ntasks-per-node=1 --cpus-per-task=48 slurm/sweep.sh experiments/fig5.yaml --budget paper
 #   sbatch slurm/sweep.sh experiments/table2.yaml --budget reduced --resume     # after a crash / timeout
+#   sbatch slurm/sweep.sh experiments/*.yaml --budget paper --out results/paper/sweep   # every experiment:
+#                                                   # trials shared by several experiments run once
 #
-# Every argument is passed to `m3fmarl sweep` (experiment file, --budget, --out, --resume,
+# Every argument is passed to `m3fmarl sweep` (experiment file(s), --budget, --out, --resume,
 # --max-failures, ...); this script adds --address of the job's Ray head.  One Ray node per
 # Slurm task: task 0 is the head, on the node running this script; tasks 1..n-1 are workers
 # (task i on node i mod nodes), each with --num-cpus = --cpus-per-task.  Each trial needs 1 CPU,
 # so Tune runs (tasks x cpus-per-task) trials at once.  Results go to --out (default
-# results/sweeps/<id>-<budget> under the submit directory), which must be on a filesystem all
-# nodes share.  The Python environment: $M3FMARL_VENV, else ./.venv of the submit directory,
+# results/sweeps/<id>[+<id>...]-<budget> under the submit directory), which must be on a
+# filesystem all nodes share.  The Python environment: $M3FMARL_VENV, else ./.venv of the submit directory,
 # else whatever `m3fmarl` is on PATH (sbatch exports the caller's environment).
 #
 # Defaults below are for one small node; override them on the sbatch command line.
@@ -23,7 +25,7 @@
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
-  echo "usage: sbatch slurm/sweep.sh EXPERIMENT.yaml [--budget smoke|reduced|paper] [--out DIR] [--resume] ..." >&2
+  echo "usage: sbatch slurm/sweep.sh EXPERIMENT.yaml [EXPERIMENT.yaml ...] [--budget smoke|reduced|paper] [--out DIR] [--resume] ..." >&2
   exit 2
 fi
 if [ -z "${SLURM_JOB_ID:-}" ]; then

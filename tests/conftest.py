@@ -19,14 +19,10 @@ settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+"""The project's shared folder beside a developer checkout (spec, tools); a user's clone has
+none, and nothing in the suite needs it except checks *against* the spec (skipped without it)
+and the Slurm tests' local-slurm tool."""
 PROBLEM_NAMES = ["two-gaussians", "formation", "beach-bar", "foraging", "potential"]
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"../shared not found next to the repo ({SHARED}); the golden data lives there")
-    return SHARED
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Golden checks against the authors' code (../shared/golden, protocol in its README.md).
+"""Golden checks against the authors' code (m3fmarl/golden_data, protocol in docs/golden.md).
 
 * Spaces: under ``variant="reference"`` the M3FC observation and action spaces have the shapes,
   bounds, dtypes and ξ layouts of the authors' wrappers, and their example observations lie in
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from m3fmarl.golden import GOLDEN_NAMES, compare, load_golden
+from m3fmarl.golden import GOLDEN_DIR, GOLDEN_NAMES, compare, load_golden
 from m3fmarl.m3fc.env import M3FCEnv
 
 # Episodes we run per (problem, N): at least the reference's count (golden/README.md).
@@ -45,8 +45,8 @@ DOCUMENTED_DEVIATIONS = {
 }
 
 
-def _golden(shared: Path, name: str) -> Path:
-    path = shared / "golden" / name
+def _golden(name: str) -> Path:
+    path = GOLDEN_DIR / name
     if not path.exists():
         pytest.fail(f"golden file missing: {path}")
     return path
@@ -60,10 +60,7 @@ def _rows() -> list:
 
 
 def _spaces_cases() -> list[tuple[str, int]]:
-    here = Path(__file__).resolve().parents[2] / "shared" / "golden" / "m3fc_spaces_and_examples.json"
-    if not here.exists():
-        return []
-    data = json.loads(here.read_text())
+    data = json.loads(_golden("m3fc_spaces_and_examples.json").read_text())
     return [(p, int(k.split("_N")[1])) for p, per in data["problems"].items() for k in per]
 
 
@@ -76,8 +73,8 @@ def _check_box(ours: spaces.Space, ref: dict) -> None:
 
 
 @pytest.mark.parametrize("golden_name, n", _spaces_cases())
-def test_reference_spaces_match_the_authors_wrappers(shared_dir: Path, golden_name: str, n: int) -> None:
-    ref = json.loads(_golden(shared_dir, "m3fc_spaces_and_examples.json").read_text())["problems"][golden_name]
+def test_reference_spaces_match_the_authors_wrappers(golden_name: str, n: int) -> None:
+    ref = json.loads(_golden("m3fc_spaces_and_examples.json").read_text())["problems"][golden_name]
     ref = ref[f"m3fc_N{n}"]
     env = M3FCEnv(GOLDEN_NAMES[golden_name], num_minors=n, variant="reference")
     _check_box(env.observation_space, ref["obs_space"])

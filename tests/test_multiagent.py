@@ -13,9 +13,10 @@ import pytest
 import m3fmarl
 from m3fmarl.multiagent import MultiAgentCore, rllib_env_class
 from m3fmarl.problems import PAPER_NAMES, PROBLEMS, make_problem
+from m3fmarl.golden import GOLDEN_DIR
 from marl_baselines.sampler import BatchedSampler, gae
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "marl_spaces_and_examples.json"
+GOLDEN = GOLDEN_DIR / "marl_spaces_and_examples.json"
 GOLDEN_NAMES = PAPER_NAMES  # golden files use the paper's short names
 VARIANTS = ("paper", "reference")
 

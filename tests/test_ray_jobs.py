@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from m3fmarl.experiments import load_experiment
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -117,12 +118,15 @@ def test_ray_job_submit_runs_the_smoke_sweep(ray_head, tmp_path):
     assert "succeeded" in text
     assert "ray: 2 CPUs on 1 node(s)" in text  # the driver joined the running cluster
     assert "all 5 trials finished" in text
+    fig5 = load_experiment(REPO / "experiments" / "fig5.yaml", "smoke").trials
+    assert [t.short_name for t in fig5] == [f"{p}__m3fppo__N5__s0" for p in
+                                            ("two-gaussians", "formation", "beach-bar", "potential", "foraging")]
     trials = sorted(p.name for p in (out / "trials").iterdir())
-    assert trials == sorted(f"{p}__m3fppo__N5__s0" for p in
-                            ("two-gaussians", "formation", "beach-bar", "foraging", "potential"))
+    assert trials == sorted(t.name for t in fig5)
     for name in trials:
         ev = json.loads((out / "trials" / name / "evaluation.json").read_text())
-        assert ev["iterations"] == 2 and ev["results"][0]["episodes"] == 5
+        assert ev["trial"] == name and ev["iterations"] == 2
+        assert [(r["num_minors"], r["execution"], r["episodes"]) for r in ev["results"]] == [(5, "centralized", 5)]
     assert len((out / "summary.csv").read_text().splitlines()) == 6
     print(f"ray job submit (fig5 smoke, 5 trials): {seconds:.0f} s")
 
@@ -148,6 +152,8 @@ evaluation: {episodes: 5}
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "ray: 2 CPUs on 1 node(s)" in p.stdout and "all 2 trials finished" in p.stdout
-    for seed in (0, 1):
-        assert (out / "trials" / f"potential__m3fppo__N5__s{seed}" / "evaluation.json").is_file()
-    assert re.search(r"potential__m3fppo__N5__s1 +finished +2/2 +4k", p.stdout)  # final table, from the files
+    names = [t.name for t in load_experiment(exp, "paper").trials]
+    assert [n.split("__2it__")[0] for n in names] == [f"potential__m3fppo__N5__s{seed}" for seed in (0, 1)]
+    for name in names:
+        assert (out / "trials" / name / "evaluation.json").is_file()
+    assert re.search(rf"{re.escape(names[1])} +finished +2/2 +4k", p.stdout)  # final table, from the files

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from m3fmarl.experiments import load_experiment
 from tests.conftest import REPO, progress_rows
 
 SHARED = Path(os.environ.get("M3FMARL_SHARED", REPO.parent / "shared"))
@@ -40,7 +41,7 @@ budgets:
     settings:
       m3fppo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
 """
-TRIALS = [f"{p}__m3fppo__N5__s{s}" for p in ("beach-bar", "potential") for s in (0, 1)]
+SHORT_NAMES = [f"{p}__m3fppo__N5__s{s}" for p in ("beach-bar", "potential") for s in (0, 1)]
 
 pytestmark = pytest.mark.slow
 
@@ -108,21 +109,31 @@ def _exit_codes(job: str) -> list[str]:
     return re.findall(r"\bExitCode=(\d+:\d+)", info)
 
 
-def _check_trials(out: Path) -> None:
-    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(TRIALS)
-    for name in TRIALS:
+def _write_experiment(path: Path, text: str = EXPERIMENT) -> list[str]:
+    """Write the experiment to ``path``; the names of its smoke trials, in index order."""
+    path.write_text(text)
+    trials = load_experiment(path, "smoke").trials
+    assert [t.short_name for t in trials] == SHORT_NAMES
+    return [t.name for t in trials]
+
+
+def _check_trials(out: Path, names: list[str]) -> None:
+    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(names)
+    for name in names:
         run_dir = out / "trials" / name
         assert {p.name for p in run_dir.iterdir()} == RUN_DIR_ENTRIES, name
         assert [r["iteration"] for r in progress_rows(run_dir)] == ["1", "2"]
         ev = json.loads((run_dir / "evaluation.json").read_text())
-        assert ev["trial"] == name and ev["results"][0]["episodes"] == 5
+        assert ev["trial"] == name and ev["iterations"] == 2
+        assert [(r["num_minors"], r["execution"], r["episodes"], r["seed"]) for r in ev["results"]] == [
+            (5, "centralized", 5, 0)]
 
 
 def test_sbatch_sweep_runs_every_trial_on_a_ray_cluster_in_the_job(slurm, tmp_path):
     """`sbatch slurm/sweep.sh EXP --budget smoke` with 2 tasks: a Ray head and a worker, 4
     trials packed on 2 CPUs, every run directory and evaluation written, Ray torn down."""
     exp = tmp_path / "slurmtest.yaml"
-    exp.write_text(EXPERIMENT)
+    names = _write_experiment(exp)
     out = tmp_path / "out"
     t0 = time.monotonic()
     sub = subprocess.run(["sbatch", "--parsable", "--ntasks=2", "--cpus-per-task=1",
@@ -137,12 +148,12 @@ def test_sbatch_sweep_runs_every_trial_on_a_ray_cluster_in_the_job(slurm, tmp_pa
     assert _exit_codes(job)[:1] == ["0:0"], log[-4000:]
     assert "Ray cluster: 2 node(s), 2 CPUs" in log, log[-4000:]
     assert "all 4 trials finished" in log
-    _check_trials(out)
+    _check_trials(out, names)
     nodes = set()
-    for name in TRIALS:
+    for name in names:
         nodes |= set(re.findall(r"ray node (\w+)", (out / "logs" / f"{name}.log").read_text()))
     assert len(nodes) == 2, nodes  # trials ran on the head and on the worker
-    assert len((out / "summary.csv").read_text().splitlines()) == 1 + len(TRIALS)
+    assert len((out / "summary.csv").read_text().splitlines()) == 1 + len(names)
     assert not Path(f"/tmp/ray-{job}").exists()  # torn down
     print(f"sbatch slurm/sweep.sh (4 smoke trials, 2 Ray nodes): {seconds:.0f} s submit to done")
 
@@ -164,20 +175,20 @@ def test_array_script_runs_one_trial_per_task_into_the_same_layout(slurm, tmp_pa
     """slurm/array.sh run directly submits itself as a 4-task array; each task writes one
     trial's run directory exactly as the Tune sweep does; resubmitting reruns nothing."""
     exp = tmp_path / "slurmtest.yaml"
-    exp.write_text(EXPERIMENT)
+    names = _write_experiment(exp)
     out = tmp_path / "out"
     env = {**_env(tmp_path), "SBATCH_OUTPUT": f"{tmp_path}/array-%A_%a.out"}
     cmd = ["slurm/array.sh", str(exp), "--budget", "smoke", "--out", str(out)]
     sub = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
     assert sub.returncode == 0, sub.stdout + sub.stderr
     job = re.search(r"Submitted batch job (\d+)", sub.stdout).group(1)
-    assert "3 potential__m3fppo__N5__s1 2 4000 1 todo" in sub.stdout
+    assert f"3 {names[3]} 2 4000 1 todo slurmtest" in sub.stdout.splitlines()  # potential, seed 1
     _wait_job(job, 900)
     codes = _exit_codes(job)
     logs = "".join(p.read_text() for p in sorted(tmp_path.glob("array-*.out")))
     assert codes == ["0:0"] * 4, logs[-4000:]
-    _check_trials(out)
-    before = {n: (out / "trials" / n / "evaluation.json").stat().st_mtime_ns for n in TRIALS}
+    _check_trials(out, names)
+    before = {n: (out / "trials" / n / "evaluation.json").stat().st_mtime_ns for n in names}
 
     listing = subprocess.run([str(REPO / ".venv/bin/m3fmarl"), "sweep", *cmd[1:], "--list"], capture_output=True,
                              text=True, env=env, timeout=120)
@@ -188,5 +199,5 @@ def test_array_script_runs_one_trial_per_task_into_the_same_layout(slurm, tmp_pa
     job2 = again.stdout.strip().split(";")[0]
     _wait_job(job2, 600)
     assert _exit_codes(job2) == ["0:0"] * 2
-    assert "already finished; nothing to do" in (out / "logs" / f"{TRIALS[0]}.log").read_text()
-    assert {n: (out / "trials" / n / "evaluation.json").stat().st_mtime_ns for n in TRIALS} == before
+    assert "already finished; nothing to do" in (out / "logs" / f"{names[0]}.log").read_text()
+    assert {n: (out / "trials" / n / "evaluation.json").stat().st_mtime_ns for n in names} == before

@@ -253,6 +253,9 @@ def load_sweep(path: str | Path) -> list[SweepResult]:
                 have = {Cell(int(r["num_minors"]), str(r["execution"]), int(r["episodes"]), int(r["seed"]))
                         for r in t.evaluation or []}
                 finished = t.evaluation is not None and all(c in have for c in want)
+                if finished and want:  # this experiment's cells only, not those others ask of a shared trial
+                    t = dataclasses.replace(t, evaluation=[r for r, c in zip(t.evaluation, _cells(t.evaluation))
+                                                           if c in want])
                 sweep.trials.append(t if finished else dataclasses.replace(t, evaluation=None))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ReportError(f"{ledger}: experiment entry {exp!r:.60} is not a ledger experiment (experiment, "
@@ -655,7 +658,7 @@ class Report:
     markdown: Path
     files: list[Path]
     missing: dict[str, list[str]]
-    """Sweep directory → names of its unfinished trials."""
+    """Sweep directory → names of its trials unfinished for one of its experiments or more (each once)."""
 
 
 def _check_out(out: Path, sweeps: Sequence[SweepResult]) -> None:
@@ -708,7 +711,8 @@ def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: A
                f"- trials finished: {len(sweep.finished)} of {len(sweep.trials)}"]
         if sweep.missing:
             names = [t.name for t in sweep.missing]
-            missing[str(sweep.path)] = names
+            known = missing.setdefault(str(sweep.path), [])  # a directory may hold several experiments
+            known += [n for n in names if n not in known]
             md.append(f"- missing (not finished, left out below): {', '.join(f'`{n}`' for n in names)}")
             print(f"m3fmarl report: {sweep.path} ({sweep.label}): {len(names)} of {len(sweep.trials)} trials not "
                   f"finished, reported without them:", file=stream)
