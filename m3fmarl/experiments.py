@@ -37,6 +37,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import yaml
@@ -372,42 +373,37 @@ def _ints(ctx: _Ctx, parent: Any, key: Any, value: Any, what: str, minimum: int)
     return tuple(dict.fromkeys(_int(ctx, seq, i, v, f"{what} entry", minimum) for i, v in enumerate(seq)))
 
 
-def _iterations(ctx: _Ctx, parent: Any, key: Any, value: Any) -> dict[str, int]:
-    """``200`` or ``{default: 5000, foraging: 13000}`` → {problem or 'default': iterations}."""
+def _per_problem(ctx: _Ctx, parent: Any, key: Any, value: Any, what: str,
+                 parse: Callable[[Any, Any, Any, str], Any]) -> dict[str, Any]:
+    """``x`` or ``{default: x, foraging: y}`` → {problem or 'default': parse(...)}; ``parse``
+    gets (parent, key, value, label) of each entry."""
     from m3fmarl.problems import PROBLEMS, canonical_name
 
-    if isinstance(value, dict):
-        out = {}
-        for raw, v in value.items():
-            name = raw
-            if raw != "default":
-                try:
-                    name = canonical_name(raw)
-                except ValueError:
-                    raise ctx.fail(value, raw, f"unknown problem {raw!r} in iterations; valid: default, "
-                                               f"{', '.join(PROBLEMS)}") from None
-            out[name] = _int(ctx, value, raw, v, f"iterations[{raw}]", 1)
-        return out
-    return {"default": _int(ctx, parent, key, value, "iterations", 1)}
+    if not isinstance(value, dict):
+        return {"default": parse(parent, key, value, what)}
+    out = {}
+    for raw, v in value.items():
+        name = raw
+        if raw != "default":
+            try:
+                name = canonical_name(raw)
+            except ValueError:
+                raise ctx.fail(value, raw, f"unknown problem {raw!r} in {what}; valid: default, "
+                                           f"{', '.join(PROBLEMS)}") from None
+        out[name] = parse(value, raw, v, f"{what}[{raw}]")
+    return out
+
+
+def _iterations(ctx: _Ctx, parent: Any, key: Any, value: Any) -> dict[str, int]:
+    """``200`` or ``{default: 5000, foraging: 13000}`` → {problem or 'default': iterations}."""
+    return _per_problem(ctx, parent, key, value, "iterations",
+                        lambda par, k, v, label: _int(ctx, par, k, v, label, 1))
 
 
 def _num_minors(ctx: _Ctx, parent: Any, key: Any, value: Any) -> dict[str, tuple[int, ...]]:
     """``[300]`` or ``{default: [300], formation: [50]}`` → {problem or 'default': N values}."""
-    from m3fmarl.problems import PROBLEMS, canonical_name
-
-    if isinstance(value, dict):
-        out = {}
-        for raw, v in value.items():
-            name = raw
-            if raw != "default":
-                try:
-                    name = canonical_name(raw)
-                except ValueError:
-                    raise ctx.fail(value, raw, f"unknown problem {raw!r} in num_minors; valid: default, "
-                                               f"{', '.join(PROBLEMS)}") from None
-            out[name] = _ints(ctx, value, raw, v, f"num_minors[{raw}]", 1)
-        return out
-    return {"default": _ints(ctx, parent, key, value, "num_minors", 1)}
+    return _per_problem(ctx, parent, key, value, "num_minors",
+                        lambda par, k, v, label: _ints(ctx, par, k, v, label, 1))
 
 
 def _settings(ctx: _Ctx, parent: Any, key: Any, value: Any, valid: tuple[str, ...]) -> dict[str, dict]:

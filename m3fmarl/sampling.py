@@ -55,6 +55,36 @@ def values_in_chunks(module: Any, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+class SamplerState:
+    """Checkpointable state of a batched sampler: the copies' states (``state``), observations
+    (``obs``), running returns (``episode_return``), the env generator (``rng``) and the recent
+    finished returns (``recent_returns``).  With it a restored sampler continues the very same
+    episodes (exact resume)."""
+
+    rng: np.random.Generator
+    state: Any
+    obs: np.ndarray
+    episode_return: np.ndarray
+    recent_returns: Any
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything the next ``sample`` depends on besides the modules and torch's generator
+        (plain picklable values)."""
+        if getattr(self, "rng", None) is None:
+            raise RuntimeError(f"{type(self).__name__}: reset(seed) before get_state()")
+        return {"rng": self.rng.bit_generator.state, "state": self.state.copy(), "obs": self.obs.copy(),
+                "episode_return": self.episode_return.copy(), "recent_returns": list(self.recent_returns)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
+        self.state = state["state"].copy()
+        self.obs = np.array(state["obs"])
+        self.episode_return = np.array(state["episode_return"], dtype=np.float64)
+        self.recent_returns.clear()
+        self.recent_returns.extend(state["recent_returns"])
+
+
 def standardize(adv: np.ndarray) -> np.ndarray:
     """Advantages standardised over the whole train batch (RLlib-1.8 PPO, spec §1.1 item 3)."""
     a = adv.astype(np.float64)

@@ -21,22 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-from ray.rllib.utils.metrics import (
-    ENV_RUNNER_RESULTS,
-    ENV_RUNNER_SAMPLING_TIMER,
-    LEARNER_RESULTS,
-    LEARNER_UPDATE_TIMER,
-    NUM_ENV_STEPS_SAMPLED_LIFETIME,
-    TIMERS,
-)
+from ray.rllib.utils.metrics import ENV_RUNNER_SAMPLING_TIMER, LEARNER_UPDATE_TIMER, TIMERS
 
 from m3fmarl.algorithms.m3fppo import (
     KL_SETTINGS,
@@ -164,20 +155,11 @@ class MARLPPO(BatchedPPO):
             batches, stats = self._sampler.sample(modules, steps_per_env)
         self.log_sampling(stats.env_steps, len(stats.episode_returns),
                           {g.module_id: stats.env_steps * len(g.agents) for g in self._sampler.groups})
-        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             for module_id, columns in batches.items():
                 if self._standardize:
                     columns[ADVANTAGES] = standardize(columns[ADVANTAGES])
-                batch = MultiAgentBatch({module_id: SampleBatch(columns)}, env_steps=stats.env_steps)
-                results = self.learner_group.update(
-                    batch=batch,
-                    timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
-                    num_epochs=self.config.num_epochs,
-                    minibatch_size=self.config.minibatch_size,
-                    shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
-                )
-                self.metrics.aggregate(results, key=LEARNER_RESULTS)
+                self.update_module(module_id, columns, stats.env_steps)
 
 
 # --- config ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from m3fmarl.sampling import (
     VALUE_CHUNK_ROWS,
     VALUE_TARGETS,
     VF_PREDS,
+    SamplerState,
     actor_inputs,
 )
 
@@ -65,7 +66,7 @@ class SampleStats:
     episode_returns: list[float] = field(default_factory=list)
 
 
-class BatchedSampler:
+class BatchedSampler(SamplerState):
     """Steps ``num_envs`` copies of a multi-agent problem with one forward pass per policy.
 
     Args:
@@ -107,22 +108,6 @@ class BatchedSampler:
         self.rng = np.random.default_rng(seed)
         self.state, self.obs = self.core.reset(self.num_envs, self.rng)
         self.episode_return = np.zeros(self.num_envs)
-
-    def get_state(self) -> dict[str, Any]:
-        """What the next :meth:`sample` depends on besides the modules and torch's generator:
-        the copies' states, observations and running returns, the env generator, the recent
-        finished returns (for checkpoints: a resumed run continues the same episodes)."""
-        return {"rng": self.rng.bit_generator.state, "state": self.state.copy(), "obs": self.obs.copy(),
-                "episode_return": self.episode_return.copy(), "recent_returns": list(self.recent_returns)}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state["rng"]
-        self.state = state["state"].copy()
-        self.obs = np.array(state["obs"])
-        self.episode_return = np.array(state["episode_return"], dtype=np.float64)
-        self.recent_returns.clear()
-        self.recent_returns.extend(state["recent_returns"])
 
     # --- policy ------------------------------------------------------------------------------
     def act(self, modules: dict[str, Any], obs: NDArray[np.float32], keys: NDArray[np.int64] | None = None,

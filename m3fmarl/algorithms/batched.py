@@ -94,6 +94,22 @@ class BatchedPPO(PPO):
         self._sample_and_update()
         self._iterations_done += 1
 
+    def update_module(self, module_id: str, columns: dict[str, Any], env_steps: int) -> None:
+        """One ``LearnerGroup.update`` of ``module_id`` on a sampled batch (``num_epochs`` passes of
+        ``minibatch_size`` rows), its results aggregated under the learner results."""
+        from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+        from ray.rllib.utils.metrics import LEARNER_RESULTS
+
+        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        results = self.learner_group.update(
+            batch=MultiAgentBatch({module_id: SampleBatch(columns)}, env_steps=env_steps),
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
+            num_epochs=self.config.num_epochs,
+            minibatch_size=self.config.minibatch_size,
+            shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
+        )
+        self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
     def log_sampling(self, env_steps: int, num_episodes: int, agent_steps: dict[str, int]) -> None:
         """Env steps, agent steps per module, episodes and the return over the last 100
         finished episodes, under RLlib's env-runner keys."""

@@ -39,15 +39,7 @@ from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-from ray.rllib.utils.metrics import (
-    ENV_RUNNER_RESULTS,
-    ENV_RUNNER_SAMPLING_TIMER,
-    LEARNER_RESULTS,
-    LEARNER_UPDATE_TIMER,
-    NUM_ENV_STEPS_SAMPLED_LIFETIME,
-    TIMERS,
-)
+from ray.rllib.utils.metrics import ENV_RUNNER_SAMPLING_TIMER, LEARNER_UPDATE_TIMER, TIMERS
 from ray.rllib.utils.torch_utils import explained_variance
 
 import m3fmarl
@@ -419,17 +411,8 @@ class M3FCAlgorithm(BatchedPPO):
         self.log_sampling(stats.env_steps, len(stats.episode_returns), {DEFAULT_MODULE_ID: stats.env_steps})
         if self.config.learner_config_dict.get(STANDARDIZE_KEY, True):
             columns[ADVANTAGES] = standardize(columns[ADVANTAGES])
-        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
-        batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)}, env_steps=stats.env_steps)
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-            results = self.learner_group.update(
-                batch=batch,
-                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
-                num_epochs=self.config.num_epochs,
-                minibatch_size=self.config.minibatch_size,
-                shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
-            )
-        self.metrics.aggregate(results, key=LEARNER_RESULTS)
+            self.update_module(DEFAULT_MODULE_ID, columns, stats.env_steps)
 
 
 # --- config ----------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from m3fmarl.sampling import (
     OBS,
     VALUE_TARGETS,
     VF_PREDS,
+    SamplerState,
     actor_inputs,
     values_in_chunks,
 )
@@ -58,7 +59,7 @@ class SampleStats:
     episode_returns: list[float] = field(default_factory=list)
 
 
-class M3FCSampler:
+class M3FCSampler(SamplerState):
     """Steps ``num_envs`` copies of the M3FC view with one actor pass per step.
 
     Args:
@@ -95,24 +96,6 @@ class M3FCSampler:
         self.state = self.problem.reset(self.num_envs, self.rng)
         self.obs = self.core.observe(self.state).astype(np.float32)
         self.episode_return = np.zeros(self.num_envs)
-
-    def get_state(self) -> dict[str, Any]:
-        """Everything the next :meth:`sample` depends on besides the module and torch's
-        generator: the copies' states, observations and running returns, the env generator, the
-        recent finished returns (plain picklable values)."""
-        if self.rng is None:
-            raise RuntimeError("M3FCSampler: reset() before get_state()")
-        return {"rng": self.rng.bit_generator.state, "state": self.state.copy(), "obs": self.obs.copy(),
-                "episode_return": self.episode_return.copy(), "recent_returns": list(self.recent_returns)}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state["rng"]
-        self.state = state["state"].copy()
-        self.obs = np.array(state["obs"], dtype=np.float32)
-        self.episode_return = np.array(state["episode_return"], dtype=np.float64)
-        self.recent_returns.clear()
-        self.recent_returns.extend(state["recent_returns"])
 
     # --- policy ------------------------------------------------------------------------------
     def act(self, module: Any, obs: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
