@@ -253,16 +253,19 @@ def bench_marl_sampling(algo: str, problem: str, num_minors: int, variant: str =
     policies (actor inference, the env, critic values and GAE at the end of each fragment)."""
     import torch
 
+    from m3fmarl import registry
     from m3fmarl.multiagent import MultiAgentCore
-    from marl_baselines.ppo import MAPPO_BOOTSTRAP, module_specs
+    from marl_baselines.ppo import MARL_KEY, module_specs
     from marl_baselines.sampler import BatchedSampler
 
     torch.set_num_threads(1)
     core = MultiAgentCore(canonical_name(problem), num_minors, variant)
+    opts = registry.get(algo).build_config(core.name, num_minors, variant, seed=0, settings=None) \
+        .learner_config_dict[MARL_KEY]
     torch.manual_seed(0)
-    modules = {mid: spec.build() for mid, spec in module_specs(algo, core).items()}
-    sampler = BatchedSampler(core, num_envs, seed=0, centralized_critic=algo == "mappo",
-                             bootstrap=MAPPO_BOOTSTRAP[variant] if algo == "mappo" else "next_obs")
+    modules = {mid: spec.build() for mid, spec in module_specs(opts["critic"], core).items()}
+    sampler = BatchedSampler(core, num_envs, seed=0, centralized_critic=opts["critic"] == "centralized",
+                             bootstrap=opts["bootstrap"])
     sampler.sample(modules, 5)  # warm-up
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < min_seconds:

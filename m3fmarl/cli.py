@@ -322,6 +322,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _demo_training(args: argparse.Namespace, out: Path) -> None:
     """Train M3FPPO on Potential (N=10, reference) for a minute; evaluate it against the fixed
     policies; save the learning curve."""
+    from m3fmarl import registry
     from m3fmarl.config import CONFIG_DIR, PPOSettings, load
     from m3fmarl.evaluate import evaluate, load_policy
     from m3fmarl.results.plots import plot_learning_curves
@@ -329,7 +330,8 @@ def _demo_training(args: argparse.Namespace, out: Path) -> None:
     from m3fmarl.train import RunSpec, checkpoints, train
 
     settings = load(PPOSettings, CONFIG_DIR / "demo" / "m3fppo-potential.yaml")
-    spec = RunSpec("m3fppo", "potential", 10, "reference", seed=args.seed, iterations=args.train_iterations)
+    spec = RunSpec(registry.mf_reference().name, "potential", 10, "reference", seed=args.seed,
+                   iterations=args.train_iterations)
     run_dir = out / "runs" / time.strftime("m3fppo-potential-%Y%m%d-%H%M%S")
     print(f"\ntraining M3FPPO on potential, N=10, reference ({args.train_iterations} iterations x "
           f"{settings.train_batch_size} env steps, settings configs/demo/m3fppo-potential.yaml) -> {run_dir}",
@@ -392,10 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rollout)
 
-    from m3fmarl.train import ALGORITHM_BUILDERS
+    from m3fmarl import registry
 
     p = sub.add_parser("train", help="train M3FPPO/M3FA2C/IPPO/MAPPO on one problem (run directory, checkpoints, --resume)")
-    p.add_argument("--algo", choices=list(ALGORITHM_BUILDERS), required=True)
+    p.add_argument("--algo", choices=registry.names(), required=True)
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
     p.add_argument("--num-minors", type=_positive_int, required=True, help="N of the training system")
     length = p.add_mutually_exclusive_group()
@@ -442,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_envs)
 
     p = bsub.add_parser("train", help="seconds per training iteration and where the time goes")
-    p.add_argument("--algo", choices=list(ALGORITHM_BUILDERS), default="m3fppo")
+    p.add_argument("--algo", choices=registry.names(), default=registry.mf_reference().name)
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
     p.add_argument("--num-minors", type=_positive_int, default=300)
     p.add_argument("--variant", choices=VARIANTS, default="reference")
@@ -453,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_train)
 
     p = bsub.add_parser("marl", help="joint steps/s of IPPO/MAPPO sampling (env + inference + GAE)")
-    p.add_argument("--algo", choices=("ippo", "mappo"), default="ippo")
+    p.add_argument("--algo", choices=registry.names("multi-agent"), default=registry.names("multi-agent")[0])
     p.add_argument("--problem", type=_problem, action="append", help=f"repeatable; default all of: {problems}")
     p.add_argument("--num-minors", type=_positive_int, nargs="+", default=[20, 300])
     p.add_argument("--variant", choices=VARIANTS, default="reference")

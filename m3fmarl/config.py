@@ -93,25 +93,6 @@ class PPOSettings:
             if value is not None and (value <= 0 or math.isnan(value)):
                 raise ConfigError(f"{name} must be > 0 or null, got {value}")
 
-    def builder_kwargs(self, variant: str) -> dict[str, Any]:
-        """Keyword arguments for :func:`m3fmarl.algorithms.m3fppo_config` (``None`` entries left
-        to the variant's defaults)."""
-        out: dict[str, Any] = {
-            "gamma": self.gamma, "lambda_": self.lambda_, "lr": self.lr, "clip_param": self.clip_param,
-            "use_kl_loss": self.use_kl_loss, "vf_loss_coeff": self.vf_loss_coeff,
-            "entropy_coeff": self.entropy_coeff, "grad_clip": self.grad_clip,
-            "train_batch_size": self.train_batch_size, "minibatch_size": self.minibatch_size,
-            "num_epochs": self.num_epochs, "num_envs_per_env_runner": self.num_envs_per_env_runner,
-            "learner_config_dict": {"rllib18_vf_clip_param": self.vf_clip_param},
-        }
-        if self.kl_coeff is not None:
-            out["kl_coeff"] = self.kl_coeff
-        if self.kl_target is not None:
-            out["kl_target"] = self.kl_target
-        if self.minibatching is not None:
-            out["learner_config_dict"]["minibatching"] = self.minibatching
-        return out
-
 
 T = TypeVar("T")
 
@@ -204,25 +185,17 @@ class A2CSettings:
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
 
-    def builder_kwargs(self, variant: str) -> dict[str, Any]:
-        """Keyword arguments for :func:`m3fmarl.algorithms.m3fa2c_config`."""
-        del variant  # paper = reference for the algorithm (spec §1.5)
-        return {
-            "gamma": self.gamma, "lambda_": self.lambda_, "lr": self.lr, "vf_loss_coeff": self.vf_loss_coeff,
-            "entropy_coeff": self.entropy_coeff, "grad_clip": self.grad_clip,
-            "train_batch_size": self.train_batch_size, "rollout_fragment_length": self.rollout_fragment_length,
-            "num_envs_per_env_runner": self.num_envs_per_env_runner,
-        }
 
+def settings_class(name: str) -> type:
+    """The settings dataclass of algorithm ``name`` (from :mod:`m3fmarl.registry`)."""
+    from m3fmarl import registry
 
-ALGORITHM_SETTINGS: dict[str, type] = {
-    "m3fppo": PPOSettings, "m3fa2c": A2CSettings, "ippo": PPOSettings, "mappo": PPOSettings,
-}
-"""Algorithm name → its settings dataclass (``configs/algorithms/<name>.yaml``)."""
+    try:
+        return registry.get(name).settings_class()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def load_algorithm(name: str, path: str | Path | None = None) -> Any:
     """The settings of algorithm ``name`` from ``path`` or ``configs/algorithms/<name>.yaml``."""
-    if name not in ALGORITHM_SETTINGS:
-        raise ConfigError(f"unknown algorithm {name!r}; valid: {', '.join(ALGORITHM_SETTINGS)}")
-    return load(ALGORITHM_SETTINGS[name], path or CONFIG_DIR / "algorithms" / f"{name}.yaml")
+    return load(settings_class(name), path or CONFIG_DIR / "algorithms" / f"{name}.yaml")

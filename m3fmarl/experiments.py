@@ -42,7 +42,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from m3fmarl.config import ALGORITHM_SETTINGS, ConfigError, from_dict, load_algorithm
+from m3fmarl import registry
+from m3fmarl.config import ConfigError, from_dict, load_algorithm
 
 BUDGETS = ("smoke", "reduced", "paper")
 """``paper`` = the definition as written; the others are overrides listed in the file."""
@@ -153,10 +154,10 @@ def evaluation_cells(algo: str, problem: str, train_num_minors: int, evaluation:
     """The cells ``evaluation`` asks for from a trial of ``algo`` on ``problem`` trained at
     ``train_num_minors`` (episodes ``null`` = per problem, spec §2.0)."""
     from m3fmarl.evaluate import EVAL_EPISODES
-    from m3fmarl.train import is_multiagent
 
     episodes = evaluation.episodes or EVAL_EPISODES[problem]
-    executions = (MULTI_AGENT,) if is_multiagent(algo) else evaluation.executions
+    multiagent = algo in registry.ALGORITHMS and registry.get(algo).multiagent
+    executions = (MULTI_AGENT,) if multiagent else evaluation.executions
     return tuple(Cell(n, e, episodes, evaluation.seed)
                  for e in executions for n in (evaluation.num_minors or (train_num_minors,)))
 
@@ -415,9 +416,8 @@ def _settings(ctx: _Ctx, parent: Any, key: Any, value: Any, valid: tuple[str, ..
             raise ctx.fail(value, algo, f"unknown algorithm {algo!r} in settings; valid: {', '.join(valid)}")
         if not isinstance(overrides, dict):
             raise ctx.fail(value, algo, f"settings.{algo} must be a mapping, got {overrides!r}")
-        cls = ALGORITHM_SETTINGS.get(algo)
-        if cls is not None:
-            fields = [f.name for f in dataclasses.fields(cls)]
+        if algo in registry.ALGORITHMS:
+            fields = [f.name for f in dataclasses.fields(registry.get(algo).settings_class())]
             for k in overrides:
                 if k not in fields:
                     raise ctx.fail(overrides, k, f"unknown {algo} setting {k!r}; valid: {', '.join(fields)}")
@@ -489,14 +489,12 @@ def _budget_map(ctx: _Ctx, parent: _Map, key: str, value: Any, what: str) -> dic
 def load_experiment(path: str | Path, budget: str = "paper", algorithms: tuple[str, ...] | None = None) -> Sweep:
     """Load and validate ``path`` for ``budget``; every error names the file and line.
 
-    ``algorithms`` are the valid algorithm names (default: those ``m3fmarl train`` can build now).
+    ``algorithms`` are the valid algorithm names (default: those of :mod:`m3fmarl.registry`).
     """
-    from m3fmarl.train import ALGORITHM_BUILDERS
-
     path = Path(path)
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; valid: {', '.join(BUDGETS)}")
-    valid_algos = tuple(algorithms) if algorithms is not None else tuple(ALGORITHM_BUILDERS)
+    valid_algos = tuple(algorithms) if algorithms is not None else registry.names()
     ctx = _Ctx(path.name)
     doc = _read_yaml(path)
     if doc is None:
@@ -556,15 +554,14 @@ def load_experiment(path: str | Path, budget: str = "paper", algorithms: tuple[s
                 resolved[k] = _merge_settings(resolved["settings"], v) if k == "settings" else v
         for algo in resolved["algorithms"]:
             overrides = resolved["settings"].get(algo, {})
-            if algo in ALGORITHM_SETTINGS:
+            if algo in registry.ALGORITHMS:
                 base = load_algorithm(algo)
                 settings = from_dict(type(base), {**dataclasses.asdict(base), **overrides},
                                      where=f"{ctx.at(block)}: {algo} settings")
             elif algorithms is not None:  # checking a file for algorithms not installed yet
                 settings = None
             else:
-                raise ctx.fail(block, "algorithms", f"algorithm {algo!r} has no settings class in "
-                                                    "m3fmarl.config.ALGORITHM_SETTINGS")
+                raise ctx.fail(block, "algorithms", f"algorithm {algo!r} is not in m3fmarl.registry")
             pairs = []
             for problem in resolved["problems"]:
                 ns = resolved["num_minors"].get(problem, resolved["num_minors"].get("default"))

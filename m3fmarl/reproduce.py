@@ -124,7 +124,7 @@ def baselines(sweep_dir: Path, out: Path, report_md: Path, num_minors: int = 20,
     import csv
 
     from m3fmarl.evaluate import EVAL_EPISODES
-    from m3fmarl.results.report import ALGO_LABELS, PROBLEM_LABELS, ci95, load_sweep, table2_cells
+    from m3fmarl.results.report import ALGO_LABELS, M3F_ALGOS, PROBLEM_LABELS, ci95, load_sweep, table2_cells
     from m3fmarl.rollout import episode_returns
 
     cells = [c for s in load_sweep(sweep_dir) if s.experiment == "table2" for c in table2_cells(s)]
@@ -144,7 +144,7 @@ def baselines(sweep_dir: Path, out: Path, report_md: Path, num_minors: int = 20,
         return cache[key]
 
     for c in cells:
-        if c.algo not in ("m3fppo", "m3fa2c") or c.result is None or c.result.get("num_minors") != num_minors:
+        if c.algo not in M3F_ALGOS or c.result is None or c.result.get("num_minors") != num_minors:
             continue
         variant, episodes = c.trial.variant, int(c.result.get("episodes") or EVAL_EPISODES[c.problem])
         base = base_of(c.problem, variant, episodes)
@@ -181,7 +181,7 @@ def qualitative(sweep_dir: Path, out: Path, report_md: Path) -> dict[str, Any]:
     appended to ``report_md``.  Returns what was drawn."""
     from m3fmarl.evaluate import load_policy
     from m3fmarl.results.frames import PAPER_BAR_FRACTION, render_qualitative
-    from m3fmarl.results.report import load_sweep, table2_cells
+    from m3fmarl.results.report import REFERENCE, load_sweep, table2_cells
     from m3fmarl.train import checkpoints
 
     policies, sources = {}, {}
@@ -189,7 +189,7 @@ def qualitative(sweep_dir: Path, out: Path, report_md: Path) -> dict[str, Any]:
         if sweep.experiment != "table2":
             continue
         for cell in table2_cells(sweep):
-            if cell.algo == "m3fppo" and cell.trial is not None:
+            if cell.algo == REFERENCE.name and cell.trial is not None:
                 policies[cell.problem] = load_policy(checkpoints(cell.trial.run_dir)[-1][1])
                 sources[cell.problem] = cell.trial.name
     if not policies:

@@ -276,14 +276,14 @@ def _evaluate(trial: Trial, run_dir: Path, checkpoint: Path, cells: list[Cell], 
     ``marl_baselines.evaluate``).  A cell's numbers depend only on (policy, N, execution,
     episodes, seed), so cells evaluated in different invocations equal cells evaluated together.
     """
-    from m3fmarl.train import is_multiagent
+    from m3fmarl import registry
 
     t0 = time.perf_counter()
     groups: dict[tuple[str, int, int], list[int]] = {}
     for c in cells:
         groups.setdefault((c.execution, c.episodes, c.seed), []).append(c.num_minors)
     results = []
-    if not is_multiagent(trial.algo):
+    if not registry.get(trial.algo).multiagent:
         from m3fmarl.evaluate import evaluate, load_policy
 
         policy = load_policy(checkpoint)

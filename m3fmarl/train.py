@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import importlib
 import json
 import math
 import os
@@ -38,26 +37,15 @@ from typing import Any
 
 import yaml
 
-from m3fmarl.config import ALGORITHM_SETTINGS, ConfigError, load_algorithm
+from m3fmarl import registry
+from m3fmarl.config import ConfigError, load_algorithm, settings_class
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import check_choice, check_num_minors
 
-ALGORITHM_BUILDERS: dict[str, str] = {
-    "m3fppo": "m3fmarl.algorithms.m3fppo:m3fppo_config",
-    "m3fa2c": "m3fmarl.algorithms.m3fa2c:m3fa2c_config",
-    "ippo": "marl_baselines.ppo:ippo_config",
-    "mappo": "marl_baselines.ppo:mappo_config",
-}
-"""Algorithm name → ``module:function`` returning its RLlib AlgorithmConfig."""
-
-ALGORITHM_VIEWS: dict[str, str] = {"m3fppo": "m3fc", "m3fa2c": "m3fc", "ippo": "multi-agent", "mappo": "multi-agent"}
-"""Algorithm name → the view it trains on: ``m3fc`` (one upper-level policy, evaluated with CE
-or DE) or ``multi-agent`` (one policy per agent group, every agent on its own observation)."""
-
-
 def is_multiagent(algo: str) -> bool:
     """True for algorithms trained on the multi-agent view (their policies act per agent)."""
-    return ALGORITHM_VIEWS[algo] == "multi-agent"
+    return registry.get(algo).multiagent
+
 
 RUN_FILE = "run.json"
 MARKER = "m3fmarl.json"
@@ -84,7 +72,7 @@ class RunSpec:
     iterations: int = 100
 
     def __post_init__(self) -> None:
-        check_choice("algo", self.algo, tuple(ALGORITHM_BUILDERS))
+        check_choice("algo", self.algo, registry.names())
         object.__setattr__(self, "problem", canonical_name(self.problem))
         check_num_minors(self.num_minors)
         check_choice("variant", self.variant, ("paper", "reference"))
@@ -293,9 +281,9 @@ def progress_line(row: dict[str, float], total: int, eta_s: float, last_return: 
 
 
 def build_config(spec: RunSpec, settings: Any) -> Any:
-    module, fn = ALGORITHM_BUILDERS[spec.algo].split(":")
-    builder = getattr(importlib.import_module(module), fn)
-    return builder(spec.problem, spec.num_minors, spec.variant, seed=spec.seed, **settings.builder_kwargs(spec.variant))
+    """The RLlib AlgorithmConfig of a run: its algorithm's registry builder on its settings."""
+    return registry.get(spec.algo).build_config(spec.problem, spec.num_minors, spec.variant, seed=spec.seed,
+                                                settings=settings)
 
 
 TMP_PREFIX = ".tmp-"
@@ -389,8 +377,8 @@ def train(
     run_dir = Path(run_dir)
     if settings is None:
         settings = load_algorithm(spec.algo)
-    if not isinstance(settings, ALGORITHM_SETTINGS[spec.algo]):
-        raise ConfigError(f"settings for {spec.algo} must be {ALGORITHM_SETTINGS[spec.algo].__name__}")
+    if not isinstance(settings, settings_class(spec.algo)):
+        raise ConfigError(f"settings for {spec.algo} must be {settings_class(spec.algo).__name__}")
     record = prepare_run_dir(spec, settings, run_dir, resume, argv or sys.argv)
     if resume:
         settings = type(settings)(**record["settings"])  # a resumed run keeps its own settings

@@ -30,15 +30,13 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics import ENV_RUNNER_SAMPLING_TIMER, LEARNER_UPDATE_TIMER, TIMERS
 
 from m3fmarl.algorithms.m3fppo import (
-    KL_SETTINGS,
-    KL_STAT_KEY,
-    MINIBATCHING_BY_VARIANT,
-    MINIBATCHING_KEY,
+    MODEL_CONFIG,
     STANDARDIZE_KEY,
-    VF_CLIP_KEY,
     M3FPPOTorchLearner,
     M3FPPOTorchRLModule,
     apply_overrides,
+    ppo_training,
+    split_settings,
     normc_,
     use_fast_tanh,
 )
@@ -164,24 +162,19 @@ class MARLPPO(BatchedPPO):
 
 # --- config ------------------------------------------------------------------------------------
 
-ALGOS = ("ippo", "mappo")
-
-MODEL_CONFIG: dict[str, Any] = {
-    "fcnet_hiddens": [256, 256], "fcnet_activation": "tanh", "vf_share_layers": False,
-    "head_fcnet_hiddens": [], "free_log_std": False, "m3f_init": "normc",
-}
-"""The reference network (spec §1.3) in RLlib's default-model keys."""
+CRITICS = ("local", "centralized")
+"""IPPO: every policy's critic on its own observation; MAPPO: a centralised critic (spec §1.7)."""
 
 
-def module_specs(algo: str, core: MultiAgentCore) -> dict[str, RLModuleSpec]:
+def module_specs(critic: str, core: MultiAgentCore) -> dict[str, RLModuleSpec]:
     """One RLModuleSpec per policy (``major`` if the problem has one, ``minor``), with the view's
-    spaces; MAPPO modules get the centralised critic's input sizes."""
+    spaces; with a centralised critic the modules get its input sizes."""
     width = core.num_actions if core.discrete else core.action_dim
     specs = {}
     for mid in ([MAJOR_ID] if core.has_major else []) + ["minor"]:
         cfg = dict(MODEL_CONFIG)
         cls: type = M3FPPOTorchRLModule
-        if algo == "mappo":
+        if critic == "centralized":
             cfg.update(critic_global_dim=core.global_state_dim, critic_action_dim=(core.num_agents - 1) * width)
             cls = MAPPOTorchRLModule
         specs[mid] = RLModuleSpec(module_class=cls, model_config=cfg, observation_space=core.observation_space(),
@@ -190,40 +183,43 @@ def module_specs(algo: str, core: MultiAgentCore) -> dict[str, RLModuleSpec]:
 
 
 def marl_config(
-    algo: str, problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
-    num_envs_per_env_runner: int = 24, train_batch_size: int = 24000, minibatch_size: int = 4000,
-    num_epochs: int = 8, env_config: dict[str, Any] | None = None, bootstrap: str | None = None,
+    algo: str, critic: str, problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
+    settings: Any = None, env_config: dict[str, Any] | None = None, bootstrap: str | None = None,
     **overrides: Any,
 ) -> PPOConfig:
-    """The config of IPPO or MAPPO for one problem (Table 3 settings, spec §1.6/§1.7/§1.10).
+    """The config of PPO on the multi-agent view (IPPO, MAPPO: Table 3 settings, spec §1.6/§1.7/§1.10).
 
     Args:
-        algo: ``ippo`` or ``mappo``.
+        algo: the registry name the run is recorded under (``ippo``, ``mappo``).
+        critic: ``local`` (IPPO) or ``centralized`` (MAPPO's critic: global state and the other
+            agents' actions).
         problem, num_minors, variant, seed: as for :func:`m3fmarl.algorithms.m3fppo_config`.
-        num_envs_per_env_runner: B, copies stepped together by the sampler; each copy
-            contributes ``train_batch_size / B`` consecutive joint steps per iteration
-            (B = 120 → 200 steps: chunk ends coincide with episode ends as in the reference's
-            200-step fragments; B = 24 → 1 000).
-        train_batch_size: joint env steps per iteration (24 000 → 24 000 major samples and
-            24 000·N minor samples, spec §1.6).
-        minibatch_size, num_epochs: per policy (spec §1.1 item 6).
+        settings: a :class:`m3fmarl.config.PPOSettings`, the only source of the hyperparameters
+            (default: ``configs/algorithms/<algo>.yaml``).  Per policy: ``minibatch_size``,
+            ``num_epochs`` (spec §1.1 item 6); ``train_batch_size`` counts joint env steps
+            (24 000 → 24 000 major and 24 000·N minor samples, spec §1.6);
+            ``num_envs_per_env_runner`` B copies each contribute ``train_batch_size / B``
+            consecutive joint steps per iteration (B = 24 → 1 000: whole episodes).
         env_config: switch overrides of the problem.
-        bootstrap: MAPPO only, ``next_obs`` or ``last_step``; default by variant (reference
-            ``last_step``, spec §1.7).
-        **overrides: further PPOConfig attributes (``lr=…``, ``learner_config_dict={…}``).
+        bootstrap: centralised critic only, ``next_obs`` or ``last_step``; default by variant
+            (reference ``last_step``, spec §1.7).
+        **overrides: settings fields replace those of ``settings``; other names are PPOConfig
+            attributes (``learner_config_dict={…}`` is merged).
     """
-    check_choice("algo", algo, ALGOS)
+    from m3fmarl.config import PPOSettings, load_algorithm
+
+    check_choice("critic", critic, CRITICS)
     check_choice("variant", variant, VARIANTS)
     problem = canonical_name(problem)
     num_minors = check_num_minors(num_minors)
     if bootstrap is None:
-        bootstrap = MAPPO_BOOTSTRAP[variant] if algo == "mappo" else "next_obs"
+        bootstrap = MAPPO_BOOTSTRAP[variant] if critic == "centralized" else "next_obs"
     check_choice("bootstrap", bootstrap, BOOTSTRAPS)
+    s, rest = split_settings(settings if settings is not None else load_algorithm(algo), PPOSettings, overrides)
     switches = dict(env_config or {})
     core = MultiAgentCore(problem, num_minors, variant, **switches)
     register_rllib_envs()
-    kl_coeff, kl_target = KL_SETTINGS[variant]
-    specs = module_specs(algo, core)
+    specs = module_specs(critic, core)
     module_ids = list(specs)
 
     def policy_mapping_fn(agent_id: Any, *args: Any, **kwargs: Any) -> str:
@@ -236,38 +232,29 @@ def marl_config(
         .environment(rllib_env_name(problem), env_config={"num_minors": num_minors, "variant": variant, **switches},
                      normalize_actions=True, clip_actions=False)
         .env_runners(num_env_runners=0, num_envs_per_env_runner=1, explore=True)
-        .multi_agent(policies=set(module_ids), policy_mapping_fn=policy_mapping_fn, count_steps_by="env_steps")
+        .multi_agent(policies=list(module_ids), policy_mapping_fn=policy_mapping_fn, count_steps_by="env_steps")
         .learners(
             num_learners=0,
             learner_class=MARLPPOTorchLearner,
             learner_config_dict={
-                VF_CLIP_KEY: 10.0, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean",
-                MINIBATCHING_KEY: MINIBATCHING_BY_VARIANT[variant],
                 MARL_KEY: {"algo": algo, "problem": problem, "num_minors": num_minors, "variant": variant,
-                           "switches": switches, "num_envs": int(num_envs_per_env_runner),
-                           "critic": "centralized" if algo == "mappo" else "local", "bootstrap": bootstrap},
+                           "switches": switches, "num_envs": int(s.num_envs_per_env_runner),
+                           "critic": critic, "bootstrap": bootstrap},
             },
-        )
-        .training(
-            gamma=0.99, lambda_=1.0, lr=5e-5,
-            train_batch_size_per_learner=train_batch_size, minibatch_size=minibatch_size, num_epochs=num_epochs,
-            shuffle_batch_per_epoch=True, clip_param=0.2, use_kl_loss=True, kl_coeff=kl_coeff, kl_target=kl_target,
-            vf_loss_coeff=1.0, entropy_coeff=0.0, vf_clip_param=float("inf"), grad_clip=None, use_gae=True,
-            use_critic=True,
         )
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
         .callbacks(on_environment_created=on_environment_created)
         .reporting(metrics_num_episodes_for_smoothing=100)
         .debugging(seed=seed)
     )
-    return apply_overrides(config, overrides)
+    return apply_overrides(ppo_training(config, s, variant), rest)
 
 
 def ippo_config(problem: str, num_minors: int, variant: str = "reference", **kwargs: Any) -> PPOConfig:
-    """IPPO (spec §1.6): :func:`marl_config` with ``algo="ippo"``."""
-    return marl_config("ippo", problem, num_minors, variant, **kwargs)
+    """IPPO (spec §1.6): :func:`marl_config` with local critics."""
+    return marl_config("ippo", "local", problem, num_minors, variant, **kwargs)
 
 
 def mappo_config(problem: str, num_minors: int, variant: str = "reference", **kwargs: Any) -> PPOConfig:
-    """MAPPO (spec §1.7): :func:`marl_config` with ``algo="mappo"``."""
-    return marl_config("mappo", problem, num_minors, variant, **kwargs)
+    """MAPPO (spec §1.7): :func:`marl_config` with centralised critics."""
+    return marl_config("mappo", "centralized", problem, num_minors, variant, **kwargs)

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from m3fmarl.config import ALGORITHM_SETTINGS, CONFIG_DIR, ConfigError, PPOSettings, from_dict, load, load_algorithm
+from m3fmarl import registry
+from m3fmarl.config import CONFIG_DIR, ConfigError, PPOSettings, from_dict, load, load_algorithm, settings_class
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHM_SETTINGS))
+@pytest.mark.parametrize("name", registry.names())
 def test_every_algorithm_yaml_has_exactly_the_fields_and_a_comment_per_key(name: str) -> None:
     path = CONFIG_DIR / "algorithms" / f"{name}.yaml"
     data = yaml.safe_load(path.read_text())
-    assert list(data) == [f.name for f in dataclasses.fields(ALGORITHM_SETTINGS[name])]
+    assert list(data) == [f.name for f in dataclasses.fields(settings_class(name))]
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         if line and not line.startswith("#") and ":" in line:
@@ -63,21 +64,54 @@ def test_load_errors(tmp_path: Path) -> None:
     bad.write_text("lr: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load(PPOSettings, bad)
-    with pytest.raises(ConfigError, match="unknown algorithm 'sac'; valid: m3fppo, m3fa2c"):
+    with pytest.raises(ConfigError, match="unknown algorithm 'sac'; valid: ippo, mappo, m3fa2c, m3fppo"):
         load_algorithm("sac")
 
 
-def test_overrides_build_the_ppo_config() -> None:
+CHANGED = {  # a valid other value for every settings field
+    "gamma": 0.95, "lambda_": 0.9, "lr": 1e-4, "clip_param": 0.3, "use_kl_loss": False, "kl_coeff": 0.5,
+    "kl_target": 0.05, "vf_loss_coeff": 0.5, "entropy_coeff": 0.01, "vf_clip_param": 5.0, "grad_clip": 7.0,
+    "train_batch_size": 48_000, "minibatch_size": 2_000, "num_epochs": 4, "num_envs_per_env_runner": 60,
+    "minibatching": "shuffled", "rollout_fragment_length": 10,
+}
+
+
+def _config_dict(name: str, settings: object) -> dict:
+    cfg = registry.get(name).build_config("potential", 5, "reference", seed=0, settings=settings)
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("callbacks_class",)}
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_setting_in_the_yaml_reaches_the_built_rllib_config(name: str, tmp_path: Path) -> None:
+    """The settings dataclass (its YAML) is the only source of the hyperparameters: changing any one
+    value in the YAML changes the RLlib config the algorithm's builder makes."""
+    default = load_algorithm(name)
+    base = _config_dict(name, default)
+    for field in dataclasses.fields(default):
+        assert field.name in CHANGED, f"{name}: add a changed value for {field.name}"
+        data = {**dataclasses.asdict(default), field.name: CHANGED[field.name]}
+        path = tmp_path / f"{name}-{field.name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        changed = load_algorithm(name, path)
+        assert getattr(changed, field.name) == CHANGED[field.name]
+        assert _config_dict(name, changed) != base, f"{name}: {field.name} does not reach the RLlib config"
+
+
+def test_settings_reach_the_ppo_config() -> None:
     """The settings reach RLlib's PPOConfig (variant defaults where the YAML says null)."""
     from m3fmarl.algorithms import m3fppo_config
 
     s = dataclasses.replace(PPOSettings(), lr=1e-4, minibatch_size=2_000, vf_clip_param=None)
-    cfg = m3fppo_config("beach-bar", 5, "reference", **s.builder_kwargs("reference"))
+    cfg = m3fppo_config("beach-bar", 5, "reference", settings=s)
     assert cfg.lr == 1e-4 and cfg.minibatch_size == 2_000 and cfg.num_epochs == 8
     assert (cfg.kl_coeff, cfg.kl_target) == (0.2, 0.03)
     assert cfg.learner_config_dict["rllib18_vf_clip_param"] is None
-    paper = m3fppo_config("beach-bar", 5, "paper", **PPOSettings().builder_kwargs("paper"))
+    paper = m3fppo_config("beach-bar", 5, "paper", settings=PPOSettings())
     assert (paper.kl_coeff, paper.kl_target) == (0.03, 0.01)
+    # keyword overrides that name a settings field replace it; others are PPOConfig attributes
+    assert m3fppo_config("beach-bar", 5, lr=2e-4, settings=s).lr == 2e-4
+    with pytest.raises(TypeError, match="PPOSettings"):
+        m3fppo_config("beach-bar", 5, settings=object())
 
 
 def test_a2c_settings_reach_the_a2c_config() -> None:
@@ -86,7 +120,8 @@ def test_a2c_settings_reach_the_a2c_config() -> None:
 
     s = load_algorithm("m3fa2c")
     assert s == A2CSettings() and s.grad_clip == 40.0
-    cfg = m3fa2c_config("potential", 5, "reference", **dataclasses.replace(s, lr=2e-4).builder_kwargs("reference"))
-    assert cfg.lr == 2e-4 and cfg.grad_clip == 40.0 and cfg.num_epochs == 1 and cfg.learner_config_dict["m3fc_sampler"]["fragment"] == 20
+    cfg = m3fa2c_config("potential", 5, "reference", settings=dataclasses.replace(s, lr=2e-4))
+    assert cfg.lr == 2e-4 and cfg.grad_clip == 40.0 and cfg.num_epochs == 1 \
+        and cfg.learner_config_dict["m3fc_sampler"]["fragment"] == 20
     with pytest.raises(ConfigError, match="must be a multiple of"):
         A2CSettings(num_envs_per_env_runner=64)

@@ -16,7 +16,10 @@ no IPPO trend in 60 iterations: the major cannot act and 5 minors move it only c
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +55,10 @@ def test_trains_checkpoints_and_evaluates_every_problem(
 
 def test_each_policy_gets_its_own_epochs(ray_session: None) -> None:
     """Hazard H2: the minor policy (N× the rows) must not be cut short, nor the major cycled N×."""
-    from marl_baselines.ppo import marl_config
+    from marl_baselines.ppo import ippo_config
 
     n, batch, epochs = 4, 200, 3
-    algo = marl_config("ippo", "formation", n, seed=0, num_envs_per_env_runner=10, train_batch_size=batch,
+    algo = ippo_config("formation", n, seed=0, num_envs_per_env_runner=10, train_batch_size=batch,
                        minibatch_size=100, num_epochs=epochs).build_algo()
     try:
         result = algo.train()
@@ -67,10 +70,10 @@ def test_each_policy_gets_its_own_epochs(ray_session: None) -> None:
 
 
 def test_same_seed_same_first_iterations(ray_session: None) -> None:
-    from marl_baselines.ppo import marl_config
+    from marl_baselines.ppo import mappo_config
 
     def first_two() -> list[tuple]:
-        algo = marl_config("mappo", "potential", 3, seed=5, num_envs_per_env_runner=10, train_batch_size=200,
+        algo = mappo_config("potential", 3, seed=5, num_envs_per_env_runner=10, train_batch_size=200,
                            minibatch_size=100, num_epochs=2).build_algo()
         try:
             out = []
@@ -147,3 +150,30 @@ def test_cli_train_resume_evaluate_mappo(tmp_path: Path, ray_session: None, caps
     assert main(["evaluate", "--checkpoint", str(out), "--episodes", "2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)["results"]
     assert res[0]["execution"] == "multi-agent" and res[0]["num_minors"] == 3
+
+
+def test_initial_weights_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+    """Same seed ⇒ same modules in any process: the policies were once given to RLlib as a set,
+    whose order follows Python's string hashing (PYTHONHASHSEED), and the modules were built —
+    drawing their initial weights — in that order (IPPO on Potential gave −124.34 or −123.31 after
+    two iterations depending on the hash seed)."""
+    script = tmp_path / "weights.py"
+    script.write_text(
+        "import hashlib, ray\n"
+        "from marl_baselines.ppo import ippo_config\n"
+        "ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
+        "algo = ippo_config('potential', 3, seed=4, train_batch_size=200, minibatch_size=100,"
+        " num_envs_per_env_runner=10).build_algo()\n"
+        "learner = algo.learner_group._learner\n"
+        "h = hashlib.sha256()\n"
+        "for mid in sorted(learner.module.keys()):\n"
+        "    for k, v in sorted(learner.module[mid].state_dict().items()):\n"
+        "        h.update(k.encode()); h.update(v.detach().numpy().tobytes())\n"
+        "print('WEIGHTS', h.hexdigest())\n")
+    digests = []
+    for hash_seed in ("1", "5"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.append(next(line for line in out.stdout.splitlines() if line.startswith("WEIGHTS")))
+    assert digests[0] == digests[1]

@@ -65,8 +65,8 @@ def test_config_has_the_a2c_settings() -> None:
         m3fa2c_config("beach-bar", 5, no_such_setting=1)
     with pytest.raises(ValueError, match="multiple"):
         m3fa2c_config("beach-bar", 5, num_envs_per_env_runner=64)  # 24000 / (20·64) not whole
-    assert m3fa2c_config("beach-bar", 5, num_envs_per_env_runner=64, rollout_fragment_length="auto") \
-        .learner_config_dict["m3fc_sampler"] == {"num_envs": 64, "fragment": None}
+    assert m3fa2c_config("beach-bar", 5, num_envs_per_env_runner=64, rollout_fragment_length=375) \
+        .learner_config_dict["m3fc_sampler"] == {"num_envs": 64, "fragment": 375}
     assert algorithms.m3fa2c_config is m3fa2c_config
 
 

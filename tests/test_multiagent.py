@@ -5,7 +5,6 @@ and the MAPPO critic input."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,7 +336,7 @@ def test_beach_bar_policy_runs_once_per_distinct_cell_with_the_same_outputs() ->
 
     core = MultiAgentCore("beach-bar", 60, "reference")
     torch.manual_seed(0)
-    modules = {mid: spec.build() for mid, spec in module_specs("ippo", core).items()}
+    modules = {mid: spec.build() for mid, spec in module_specs("local", core).items()}
     sampler = BatchedSampler(core, num_envs=3, seed=4)
     keys = core.own_keys(sampler.state)
     assert keys.shape == (3, 61) and keys[:, 0].tolist() == [25, 25, 25]

@@ -60,15 +60,16 @@ def test_every_paper_id_has_a_definition():
 def test_budgets_shrink_only_what_the_spec_allows(path):
     """smoke: ≤ 2 iterations, small batches; reduced: same hyperparameters as paper, shorter;
     paper: the configs/algorithms defaults (spec §3.2)."""
-    from m3fmarl.config import ALGORITHM_SETTINGS, load_algorithm
+    from m3fmarl import registry
+    from m3fmarl.config import load_algorithm
 
     sweeps = {b: load_experiment(path, b, algorithms=ALL_ALGOS) for b in BUDGETS}
     paper, reduced, smoke = sweeps["paper"], sweeps["reduced"], sweeps["smoke"]
     for trial in paper.trials:
-        if trial.algo in ALGORITHM_SETTINGS:
+        if trial.algo in registry.ALGORITHMS:
             assert trial.settings == load_algorithm(trial.algo)
     for trial in reduced.trials:
-        if trial.algo in ALGORITHM_SETTINGS:
+        if trial.algo in registry.ALGORITHMS:
             assert trial.settings == load_algorithm(trial.algo), trial.name
     assert len(reduced.trials) <= len(paper.trials)
     assert sum(t.iterations for t in reduced.trials) < sum(t.iterations for t in paper.trials) / 10
@@ -98,14 +99,13 @@ def test_paper_grids_match_the_spec():
     assert {t.algo for t in table2.trials} == set(ALL_ALGOS)
 
 
-def test_algorithms_come_from_the_trainer():
-    from m3fmarl.train import ALGORITHM_BUILDERS
+def test_algorithms_come_from_the_registry():
+    from m3fmarl import registry
 
-    if "ippo" in ALGORITHM_BUILDERS:
-        assert any(t.algo == "ippo" for t in load_experiment(REPO / "experiments" / "fig12.yaml", "smoke").trials)
-    else:
-        with pytest.raises(ConfigError, match=r"fig12\.yaml:\d+: unknown algorithm 'ippo'; valid: m3fppo"):
-            load_experiment(REPO / "experiments" / "fig12.yaml", "smoke")
+    assert any(t.algo == "ippo" for t in load_experiment(REPO / "experiments" / "fig12.yaml", "smoke").trials)
+    with pytest.raises(ConfigError, match=r"fig12\.yaml:\d+: unknown algorithm 'ippo'( in settings)?; valid: m3fppo$"):
+        load_experiment(REPO / "experiments" / "fig12.yaml", "smoke", algorithms=("m3fppo",))
+    assert tuple(registry.ALGORITHMS) == registry.names() == ("ippo", "mappo", "m3fa2c", "m3fppo")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ BAD = [
     ("    seeds: [0, 1]", "    seeds: []", 6, "seeds is empty"),
     ("grid:\n  - algorithms: [m3fppo]\n    num_minors: [5]\n    seeds: [0, 1]\n    iterations: 2\n", "grid: []\n",
      3, "grid is empty"),
-    ("[m3fppo]", "[m3fppo, ppo]", 4, "unknown algorithm 'ppo'; valid: m3fppo, m3fa2c"),
+    ("[m3fppo]", "[m3fppo, ppo]", 4, "unknown algorithm 'ppo'; valid: ippo, mappo, m3fa2c, m3fppo"),
     ("num_minors: [5]", "num_minors: [5, 0]", 5, "num_minors entry must be an integer >= 1, got 0"),
     ("    iterations: 2\n", "    iterations: 2\n    settings: {m3fppo: {lr_: 0.1}}\n", 8,
      "unknown m3fppo setting 'lr_'; valid: gamma"),
@@ -483,10 +483,10 @@ def test_unreachable_cluster_fails_fast(tmp_path):
 def test_trial_index_runs_a_mappo_trial(tmp_path):
     """Array mode (`--trial-index`, no Ray Tune) on a multi-agent baseline: the trial writes the
     `m3fmarl train` run directory plus a multi-agent evaluation over two N."""
-    from m3fmarl.train import ALGORITHM_BUILDERS
+    from m3fmarl import registry
 
-    if "mappo" not in ALGORITHM_BUILDERS:
-        pytest.skip("MAPPO is not in m3fmarl.train.ALGORITHM_BUILDERS")
+    if "mappo" not in registry.ALGORITHMS:
+        pytest.skip("MAPPO is not in m3fmarl.registry")
     exp = tmp_path / "marl.yaml"
     exp.write_text("""\
 id: marl

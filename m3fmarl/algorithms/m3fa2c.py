@@ -31,23 +31,18 @@ from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS
 from ray.rllib.utils.torch_utils import explained_variance
 
 from m3fmarl.algorithms.m3fppo import (
-    MINIBATCHING_KEY,
     STANDARDIZE_KEY,
     VF_CLIP_KEY,
     M3FPPOTorchLearner,
     apply_overrides,
-    m3fppo_config,
+    m3fc_base_config,
+    split_settings,
 )
 
 LOSS_REDUCTION_KEY = "a2c_loss_reduction"
 """``learner_config_dict`` key: ``"sum"`` over the real time steps of the batch (RLlib 1.8 A2C,
 both variants) or ``"mean"`` (sum / number of real steps; not used by any experiment)."""
 
-A2C_GRAD_CLIP = 40.0
-"""RLlib-1.8 A2C default ``grad_clip`` (global norm over all parameters of the one optimizer)."""
-
-A2C_ROLLOUT_FRAGMENT = 20
-"""RLlib-1.8 A2C default ``rollout_fragment_length``."""
 
 
 class M3FA2CTorchLearner(M3FPPOTorchLearner):
@@ -137,21 +132,19 @@ class M3FA2CTorchLearner(M3FPPOTorchLearner):
 
 
 def m3fa2c_config(
-    problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
-    num_envs_per_env_runner: int = 120, train_batch_size: int = 24000,
-    rollout_fragment_length: int | str = A2C_ROLLOUT_FRAGMENT, env_config: dict[str, Any] | None = None,
-    **overrides: Any,
+    problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0, settings: Any = None,
+    env_config: dict[str, Any] | None = None, **overrides: Any,
 ) -> PPOConfig:
     """The PPOConfig of M3FA2C for one problem (spec §1.5), RLlib 2.60 new API stack.
 
-    Built on :func:`m3fmarl.algorithms.m3fppo.m3fppo_config` (same env, sampling path, network,
-    normc initialisation, action clipping, reporting), then changed to the A2C update:
+    The M3FC base of :func:`m3fmarl.algorithms.m3fppo.m3fc_base_config` (same env, sampler,
+    network, normc initialisation, action clipping, reporting) with the A2C update:
     :class:`M3FA2CTorchLearner`; ``num_epochs=1`` and ``minibatch_size=None`` (one gradient step
-    on the whole batch, so no shuffling); ``use_kl_loss=False``; ``clip_param=inf`` (unused by the
-    A2C loss; were the PPO surrogate used, the ratio is 1 on the single pass anyway);
-    ``vf_clip_param=inf`` and RLlib-1.8 value clip off; advantage standardisation off (H3);
-    ``grad_clip=40`` by global norm; γ 0.99, λ 1.0, lr 5e-5, vf coeff 1.0, entropy 0 (unchanged
-    from M3FPPO); loss sum-reduced.
+    on the whole batch, so no shuffling); no KL term; ``clip_param=inf`` (unused by the A2C loss;
+    were the PPO surrogate used, the ratio is 1 on the single pass anyway); no value clipping;
+    advantage standardisation off (H3); global-norm gradient clip; loss sum-reduced.  These define
+    the algorithm; every hyperparameter — γ, λ, lr, vf coefficient, entropy coefficient, gradient
+    clip, batch, copies, rollout fragment — comes from ``settings``.
 
     ``variant``: ``paper`` = ``reference`` for the algorithm (spec §1.5 [judgement]: the paper
     defers to "the same hyperparameters as in PPO" and otherwise defaults, and the only
@@ -160,55 +153,27 @@ def m3fa2c_config(
 
     Args:
         problem, num_minors, seed, env_config: as in ``m3fppo_config``.
-        num_envs_per_env_runner: B, copies stepped together.  The default 120 with fragments of
-            20 makes each copy contribute 10 fragments = 200 steps per iteration: for T = 200 one
-            whole episode, for T = 100 two — the reference's 1 200 fragments of 20 steps from
-            120 (240) complete episodes.
-        train_batch_size: env steps per iteration (24 000) = the size of the one gradient step.
-        rollout_fragment_length: every copy's rollout is cut every this many steps and
-            bootstrapped from V there (20, the RLlib-1.8 A2C default).  ``train_batch_size``
-            must be a multiple of ``fragment · B`` so that every copy's share is whole
-            fragments.  ``"auto"`` = one fragment per copy per iteration (``train_batch_size /
-            B`` steps, as M3FPPO).
-        **overrides: further PPOConfig attributes, applied last (``learner_config_dict`` is
-            merged, e.g. ``{"a2c_loss_reduction": "mean"}``); unknown names raise ``TypeError``.
+        settings: a :class:`m3fmarl.config.A2CSettings` (default: its defaults =
+            ``configs/algorithms/m3fa2c.yaml``): 120 copies with fragments of 20 make each copy
+            contribute 10 fragments = 200 steps per iteration — for T = 200 one whole episode,
+            for T = 100 two, the reference's 1 200 fragments of 20 steps.  Every copy's rollout is
+            cut every ``rollout_fragment_length`` steps and bootstrapped from V there (the
+            RLlib-1.8 A2C default 20); ``train_batch_size`` must be a multiple of fragment × B.
+        **overrides: fields of the settings dataclass replace those of ``settings``; any other
+            name is a PPOConfig attribute applied last (``learner_config_dict`` is merged, e.g.
+            ``{"a2c_loss_reduction": "mean"}``); unknown names raise ``TypeError``.
     """
-    if rollout_fragment_length != "auto":
-        if isinstance(rollout_fragment_length, bool) or not isinstance(rollout_fragment_length, int) \
-                or rollout_fragment_length < 1:
-            raise ValueError(f"rollout_fragment_length must be 'auto' or an int >= 1, got {rollout_fragment_length!r}")
-        per_call = rollout_fragment_length * num_envs_per_env_runner
-        if train_batch_size % per_call:
-            raise ValueError(
-                f"train_batch_size {train_batch_size} is not a multiple of rollout_fragment_length × "
-                f"num_envs_per_env_runner = {per_call}; the batch would not be exact"
-            )
-    fragment = None if rollout_fragment_length == "auto" else rollout_fragment_length
-    config = m3fppo_config(
-        problem, num_minors, variant, seed=seed, num_envs_per_env_runner=num_envs_per_env_runner,
-        train_batch_size=train_batch_size, minibatch_size=None, num_epochs=1, fragment=fragment,
-        env_config=env_config,
-    )
-    config.learners(
-        learner_class=M3FA2CTorchLearner,
-        learner_config_dict={VF_CLIP_KEY: None, STANDARDIZE_KEY: False, LOSS_REDUCTION_KEY: "sum"},
-    )
-    # One step on the whole batch: no minibatches, so PPO's per-variant minibatching does not apply.
-    config.learner_config_dict.pop(MINIBATCHING_KEY, None)
+    from m3fmarl.config import A2CSettings
+
+    s, rest = split_settings(settings, A2CSettings, overrides)
+    config = m3fc_base_config(problem, num_minors, variant, seed=seed, num_envs=s.num_envs_per_env_runner,
+                              fragment=s.rollout_fragment_length, env_config=env_config,
+                              learner_class=M3FA2CTorchLearner)
+    config.learner_config_dict.update({VF_CLIP_KEY: None, STANDARDIZE_KEY: False, LOSS_REDUCTION_KEY: "sum"})
     config.training(
-        num_epochs=1,
-        minibatch_size=None,
-        shuffle_batch_per_epoch=False,
-        use_kl_loss=False,
-        kl_coeff=0.0,
-        clip_param=math.inf,
-        vf_clip_param=math.inf,
-        grad_clip=A2C_GRAD_CLIP,
-        grad_clip_by="global_norm",
-        gamma=0.99,
-        lambda_=1.0,
-        lr=5e-5,
-        vf_loss_coeff=1.0,
-        entropy_coeff=0.0,
+        num_epochs=1, minibatch_size=None, shuffle_batch_per_epoch=False, use_kl_loss=False, kl_coeff=0.0,
+        clip_param=math.inf, vf_clip_param=math.inf, grad_clip=s.grad_clip, grad_clip_by="global_norm",
+        gamma=s.gamma, lambda_=s.lambda_, lr=s.lr, vf_loss_coeff=s.vf_loss_coeff, entropy_coeff=s.entropy_coeff,
+        train_batch_size_per_learner=s.train_batch_size,
     )
-    return apply_overrides(config, overrides)
+    return apply_overrides(config, rest)

@@ -418,11 +418,90 @@ class M3FCAlgorithm(BatchedPPO):
 # --- config ----------------------------------------------------------------------------------
 
 
+MODEL_CONFIG: dict[str, Any] = {
+    "fcnet_hiddens": [256, 256], "fcnet_activation": "tanh", "vf_share_layers": False,
+    "head_fcnet_hiddens": [], "free_log_std": False, "m3f_init": "normc",
+}
+"""The reference network (spec §1.3) in RLlib's default-model keys: separate 256-256 tanh actor and
+critic, linear heads, state-dependent log-std, normc initialisation."""
+
+
+def split_settings(settings: Any, settings_class: type, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``settings`` (default: the dataclass defaults) with the ``overrides`` that name one of its
+    fields applied, and the remaining overrides (PPOConfig attributes).  Lets a builder be called
+    as ``m3fppo_config(..., lr=1e-3)`` while the settings dataclass stays the only source of every
+    hyperparameter."""
+    import dataclasses
+
+    base = settings if settings is not None else settings_class()
+    if not isinstance(base, settings_class):
+        raise TypeError(f"settings must be a {settings_class.__name__}, got {type(base).__name__}")
+    fields = {f.name for f in dataclasses.fields(settings_class)}
+    mine = {k: v for k, v in overrides.items() if k in fields}
+    return (dataclasses.replace(base, **mine) if mine else base), {k: v for k, v in overrides.items() if k not in fields}
+
+
+def m3fc_base_config(
+    problem: str, num_minors: int, variant: str, *, seed: int, num_envs: int, fragment: int | None,
+    env_config: dict[str, Any] | None, learner_class: type,
+) -> PPOConfig:
+    """What M3FPPO and M3FA2C share: :class:`M3FCAlgorithm` on the problem's M3FC view (centralised
+    execution, Box actions clipped on the way to the simulator), the reference network, one
+    local learner of ``learner_class``, the sampler's copies and fragment, smoothing over 100
+    episodes, the run's seed.  No hyperparameter is set here."""
+    check_choice("variant", variant, VARIANTS)
+    env_id = problem if problem in m3fmarl.ENV_IDS.values() else m3fmarl.ENV_IDS[canonical_name(problem)]
+    if isinstance(num_minors, bool) or not isinstance(num_minors, (int, np.integer)) or num_minors < 1:
+        raise ValueError(f"num_minors must be an integer >= 1, got {num_minors!r}")
+    env_kwargs = {**(env_config or {}), "num_minors": int(num_minors), "variant": variant}
+    if env_kwargs.get("execution", "centralized") != "centralized":
+        raise ValueError("M3F algorithms train with centralized execution (one upper-level action per step); "
+                         "decentralized execution is for evaluation only")
+    return (
+        PPOConfig(algo_class=M3FCAlgorithm)
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .framework("torch")
+        # normalize_actions=True on Box(-1, 1) = clip to the bounds on the way to the env; the
+        # unclipped sample is stored and scored (RLlib 1.8 too).  M3FCSampler does this;
+        # evaluation (m3fmarl.evaluate.Policy.to_env) reads the flag from here.
+        .environment(env_id, env_config=env_kwargs, normalize_actions=True, clip_actions=False)
+        # Sampling is M3FCSampler's, in the driver; the one local env runner only provides the
+        # spaces.  No observation filter (NoFilter), stochastic actions.
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, explore=True)
+        .learners(num_learners=0, learner_class=learner_class,
+                  learner_config_dict={SAMPLER_KEY: {"num_envs": int(num_envs), "fragment": fragment}})
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=M3FPPOTorchRLModule, model_config=dict(MODEL_CONFIG)))
+        .callbacks(on_environment_created=on_environment_created)
+        .reporting(metrics_num_episodes_for_smoothing=100)
+        .debugging(seed=seed)
+    )
+
+
+def ppo_training(config: PPOConfig, settings: Any, variant: str) -> PPOConfig:
+    """The PPO hyperparameters of ``settings`` (a :class:`m3fmarl.config.PPOSettings`) into
+    ``config`` — the only place they are set; KL pair and minibatching default per variant
+    (spec §1.2, §1.1 item 6).  Shared by M3FPPO and IPPO/MAPPO."""
+    kl_coeff, kl_target = KL_SETTINGS[variant]
+    config.learner_config_dict.update({
+        VF_CLIP_KEY: settings.vf_clip_param, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean",
+        MINIBATCHING_KEY: settings.minibatching or MINIBATCHING_BY_VARIANT[variant],
+    })
+    return config.training(
+        gamma=settings.gamma, lambda_=settings.lambda_, lr=settings.lr,
+        train_batch_size_per_learner=settings.train_batch_size, minibatch_size=settings.minibatch_size,
+        num_epochs=settings.num_epochs, shuffle_batch_per_epoch=True, clip_param=settings.clip_param,
+        use_kl_loss=settings.use_kl_loss,
+        kl_coeff=settings.kl_coeff if settings.kl_coeff is not None else kl_coeff,
+        kl_target=settings.kl_target if settings.kl_target is not None else kl_target,
+        vf_loss_coeff=settings.vf_loss_coeff, entropy_coeff=settings.entropy_coeff,
+        vf_clip_param=float("inf"),  # built-in 2.x clip off; the RLlib-1.8 clip is in the learner
+        grad_clip=settings.grad_clip, use_gae=True, use_critic=True,
+    )
+
+
 def m3fppo_config(
-    problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
-    num_envs_per_env_runner: int = 120, train_batch_size: int = 24000, minibatch_size: int | None = 4000,
-    num_epochs: int = 8, fragment: int | None = None, env_config: dict[str, Any] | None = None,
-    **overrides: Any,
+    problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0, settings: Any = None,
+    fragment: int | None = None, env_config: dict[str, Any] | None = None, **overrides: Any,
 ) -> PPOConfig:
     """The PPOConfig of M3FPPO for one problem (spec §1.1–1.4, §1.10), RLlib 2.60 new API stack.
 
@@ -432,93 +511,28 @@ def m3fppo_config(
         num_minors: N, the number of minor agents of the simulated system.
         variant: ``reference`` (the authors' code: KL coefficient 0.2 → target 0.03) or ``paper``
             (Table 3 read literally: coefficient 0.03 → target 0.01); also the env variant.
-        seed: the run's seed; every iteration draws its env, action-sampling and minibatch
-            seeds from (seed, iteration) (:func:`m3fmarl.sampling.iteration_seeds`).
-        num_envs_per_env_runner: B, copies stepped together by the sampler (:class:`M3FCSampler`,
-            in the driver).  Each copy contributes ``train_batch_size / B`` consecutive steps per
-            iteration: B = 120 makes that exactly 200 steps, so every iteration holds whole
-            episodes (one per copy for T = 200, two for T = 100) as the reference's 200-step
-            fragments of one env did; with B = 64 (375 steps) episodes would also be cut in the
-            middle and bootstrapped from V.
-        train_batch_size: env steps per iteration (24 000); a multiple of B.
-        minibatch_size, num_epochs: SGD settings (4 000, 8); ``None`` = the whole batch.
-        fragment: cut and bootstrap every copy's rollout every ``fragment`` steps (M3FA2C: 20);
-            None = only at episode ends.
-        env_config: extra env kwargs (``execution``, switch overrides such as
-            ``histogram="joint"``); ``num_minors`` and ``variant`` are set from the arguments.
-        **overrides: further PPOConfig attributes, applied last via ``update_from_dict``
-            (e.g. ``lr=1e-4``, ``learner_config_dict={...}``).
+        seed: the run's seed; every iteration draws its action-sampling and minibatch seeds from
+            (seed, iteration) (:func:`m3fmarl.sampling.iteration_seeds`).
+        settings: a :class:`m3fmarl.config.PPOSettings` — the only source of the
+            hyperparameters (default: its defaults = ``configs/algorithms/m3fppo.yaml``).  Its
+            ``num_envs_per_env_runner`` is B, the copies the sampler steps together: each copy
+            contributes ``train_batch_size / B`` consecutive steps per iteration; B = 120 makes
+            that exactly 200 steps, so every iteration holds whole episodes (one per copy for
+            T = 200, two for T = 100) as the reference's 200-step fragments of one env did.
+        fragment: cut and bootstrap every copy's rollout every ``fragment`` steps; None = only at
+            episode ends.
+        env_config: extra env kwargs (switch overrides such as ``histogram="joint"``);
+            ``num_minors`` and ``variant`` are set from the arguments.
+        **overrides: fields of the settings dataclass (``lr=1e-4``, ``train_batch_size=2000``)
+            replace those of ``settings``; any other name is a PPOConfig attribute applied last
+            via ``update_from_dict`` (``learner_config_dict`` is merged).
     """
-    check_choice("variant", variant, VARIANTS)
-    env_id = problem if problem in m3fmarl.ENV_IDS.values() else m3fmarl.ENV_IDS[canonical_name(problem)]
-    if isinstance(num_minors, bool) or not isinstance(num_minors, (int, np.integer)) or num_minors < 1:
-        raise ValueError(f"num_minors must be an integer >= 1, got {num_minors!r}")
-    kl_coeff, kl_target = KL_SETTINGS[variant]
-    env_kwargs = {**(env_config or {}), "num_minors": int(num_minors), "variant": variant}
-    if env_kwargs.get("execution", "centralized") != "centralized":
-        raise ValueError("M3FPPO trains with centralized execution (one upper-level action per step); "
-                         "decentralized execution is for evaluation only")
+    from m3fmarl.config import PPOSettings
 
-    config = (
-        PPOConfig(algo_class=M3FCAlgorithm)
-        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-        .framework("torch")
-        .environment(
-            env_id,
-            env_config=env_kwargs,
-            # normalize_actions=True on Box(-1, 1) = clip to the bounds on the way to the env;
-            # the unclipped sample is stored and scored (RLlib 1.8 too).  M3FCSampler does
-            # this; evaluation (m3fmarl.evaluate.Policy.to_env) reads the flag from here.
-            normalize_actions=True,
-            clip_actions=False,
-        )
-        # Sampling is M3FCSampler's, in the driver; the one local env runner only provides the
-        # spaces.  No observation filter (NoFilter), stochastic actions.
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, explore=True)
-        .learners(
-            num_learners=0,
-            learner_class=M3FPPOTorchLearner,
-            learner_config_dict={VF_CLIP_KEY: 10.0, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean",
-                                 MINIBATCHING_KEY: MINIBATCHING_BY_VARIANT[variant],
-                                 SAMPLER_KEY: {"num_envs": int(num_envs_per_env_runner), "fragment": fragment}},
-        )
-        .training(
-            gamma=0.99,
-            lambda_=1.0,
-            lr=5e-5,
-            train_batch_size_per_learner=train_batch_size,
-            minibatch_size=minibatch_size,
-            num_epochs=num_epochs,
-            shuffle_batch_per_epoch=True,
-            clip_param=0.2,
-            use_kl_loss=True,
-            kl_coeff=kl_coeff,
-            kl_target=kl_target,
-            vf_loss_coeff=1.0,
-            entropy_coeff=0.0,
-            vf_clip_param=float("inf"),  # built-in 2.x clip off; RLlib-1.8 clip in the learner
-            grad_clip=None,
-            use_gae=True,
-            use_critic=True,
-        )
-        .rl_module(
-            rl_module_spec=RLModuleSpec(
-                module_class=M3FPPOTorchRLModule,
-                model_config={
-                    "fcnet_hiddens": [256, 256],
-                    "fcnet_activation": "tanh",
-                    "vf_share_layers": False,
-                    "head_fcnet_hiddens": [],
-                    "free_log_std": False,
-                    "m3f_init": "normc",
-                },
-            )
-        )
-        .callbacks(on_environment_created=on_environment_created)
-        .reporting(metrics_num_episodes_for_smoothing=100)
-        .debugging(seed=seed)
-    )
-    return apply_overrides(config, overrides)
+    s, rest = split_settings(settings, PPOSettings, overrides)
+    config = m3fc_base_config(problem, num_minors, variant, seed=seed, num_envs=s.num_envs_per_env_runner,
+                              fragment=fragment, env_config=env_config, learner_class=M3FPPOTorchLearner)
+    return apply_overrides(ppo_training(config, s, variant), rest)
 
 
 def apply_overrides(config: PPOConfig, overrides: dict[str, Any]) -> PPOConfig:

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from m3fmarl.problems import PAPER_NAMES, PROBLEMS
+from m3fmarl import registry
 from m3fmarl.experiments import Cell
 from m3fmarl.sweep import LEDGER, _float, evaluated_cells, read_evaluation
 
@@ -47,9 +48,13 @@ PROBLEM_ORDER = tuple(PROBLEMS)
 """The paper's order of the problems (panels (a)–(e))."""
 PROBLEM_LABELS = PAPER_NAMES
 """Our problem names → the paper's (and paper_table2.csv's) short names."""
-ALGO_LABELS = {"ippo": "IPPO", "mappo": "MAPPO", "m3fa2c": "M3FA2C", "m3fppo": "M3FPPO"}
-TABLE2_ALGOS = ("ippo", "mappo", "m3fa2c", "m3fppo")
-M3F_ALGOS = ("m3fppo", "m3fa2c")
+ALGO_LABELS = {a.name: a.label for a in registry.ALGORITHMS.values()}
+"""Algorithm name → label in tables and plots (from :mod:`m3fmarl.registry`)."""
+TABLE2_ALGOS = registry.names()
+"""Table 2 columns: every registered algorithm, in registry order (the paper's column order)."""
+M3F_ALGOS = registry.names("m3fc")
+REFERENCE = registry.mf_reference()
+"""The algorithm whose policies give the MF line and Figs. 5, 6, 9 (the paper's M3FPPO)."""
 TABLE2_N = 20
 FIGURES = ("fig5", "fig6", "fig7", "fig9", "fig10", "fig12", "fig13")
 BUDGET_NOTES = {
@@ -528,7 +533,7 @@ def mf_level(problem: str, sweeps: Sequence[SweepResult],
     def pool(candidates: Iterable[SweepResult]) -> list[TrialResult]:
         found: dict[Path, TrialResult] = {}
         for sweep in candidates:
-            for t in _group(sweep.finished, problem=problem, algo="m3fppo"):
+            for t in _group(sweep.finished, problem=problem, algo=REFERENCE.name):
                 if t.cell(num_minors, "centralized") is not None:
                     found.setdefault(t.run_dir.resolve(), t)
         return list(found.values())
@@ -541,7 +546,7 @@ def mf_level(problem: str, sweeps: Sequence[SweepResult],
     return r["mean"], ci95(r, t.variant), f"MF N={num_minors} (M3FPPO N={t.num_minors}, s{t.seed})"
 
 
-COLORS = {"m3fppo": "tab:red", "m3fa2c": "tab:blue", "ippo": "tab:green", "mappo": "tab:purple"}
+COLORS = {a.name: a.color for a in registry.ALGORITHMS.values()}
 
 
 def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
@@ -551,13 +556,17 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
     fid = sweep.experiment
     fin = sweep.finished
     mf_sweeps = [sweep, *[s for s in others if s is not sweep]]
+    ref = REFERENCE.name
+    # the curves of figs 7/12/13 are the multi-agent algorithms of the figure's own grid; fig10's
+    # the M3FC ones
+    marl = [a for a in registry.names("multi-agent") if any(t.algo == a for t in sweep.trials)]
+    m3f = [a for a in M3F_ALGOS if any(t.algo == a for t in sweep.trials)]
     if fid in ("fig7", "fig12", "fig13"):
-        marl = {"fig7": ("ippo", "mappo"), "fig12": ("ippo",), "fig13": ("mappo",)}[fid]
         problems = sweep.problems(marl) or sweep.problems()
     elif fid == "fig10":
-        problems = sweep.problems(M3F_ALGOS)
+        problems = sweep.problems(m3f)
     else:
-        problems = sweep.problems(["m3fppo"])
+        problems = sweep.problems([ref])
     if fid not in FIGURES or not problems:
         return None
     if marl_scaling not in MARL_SCALINGS:
@@ -570,30 +579,31 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
     if fid in ("fig7", "fig12", "fig13") and marl_scaling == "reference":
         xlabel = "env steps / (N + 1)"
     if fid == "fig5":
-        caption = ("M3FPPO training curves: mean over seeds ± 1 std (shaded), maximum over seeds (blue), "
-                   "truncated to the shortest trial")
+        caption = (f"{REFERENCE.label} training curves: mean over seeds ± 1 std (shaded), maximum over seeds "
+                   "(blue), truncated to the shortest trial")
         for ax, p in zip(axes, problems, strict=True):
-            curve = mean_curve(_group(fin, problem=p, algo="m3fppo"))
-            _draw_curve(ax, curve, "M3FPPO", "tab:red")
+            curve = mean_curve(_group(fin, problem=p, algo=ref))
+            _draw_curve(ax, curve, REFERENCE.label, REFERENCE.color)
             if curve is not None and curve.trials > 1:
                 ax.plot(curve.steps, curve.max, color="tab:blue", lw=1.0, marker="." if len(curve.steps) < 20 else None,
                         label="max over seeds")
     elif fid == "fig6":
-        caption = "M3FPPO trained directly at N: one line per training N (mean ± 1 std if several seeds)"
+        caption = f"{REFERENCE.label} trained directly at N: one line per training N (mean ± 1 std if several seeds)"
         for ax, p in zip(axes, problems, strict=True):
-            trials = _group(fin, problem=p, algo="m3fppo")
+            trials = _group(fin, problem=p, algo=ref)
             for j, n in enumerate(sorted({t.num_minors for t in trials})):
                 _draw_curve(ax, mean_curve(_group(trials, num_minors=n)), f"N={n}", f"C{j}")
     elif fid == "fig10":
-        caption = "M3FPPO vs M3FA2C training curves (mean ± 1 std if several seeds)"
+        caption = f"{' vs '.join(ALGO_LABELS[a] for a in m3f)} training curves (mean ± 1 std if several seeds)"
         for ax, p in zip(axes, problems, strict=True):
-            for algo in ("m3fppo", "m3fa2c"):
+            for algo in m3f:
                 _draw_curve(ax, mean_curve(_group(fin, problem=p, algo=algo)), ALGO_LABELS[algo], COLORS[algo])
     elif fid == "fig7":
-        caption = (f"IPPO and MAPPO training curves (mean ± 1 std over seeds; {scaling_text}); dashed: "
-                   f"M3FPPO evaluated at N = {TABLE2_N}, CE (MF; the best Table 2 M3FPPO trial)")
+        caption = (f"{' and '.join(ALGO_LABELS[a] for a in marl)} training curves (mean ± 1 std over seeds; "
+                   f"{scaling_text}); dashed: {REFERENCE.label} evaluated at N = {TABLE2_N}, CE (MF; the best "
+                   f"Table 2 {REFERENCE.label} trial)")
         for ax, p in zip(axes, problems, strict=True):
-            for algo in ("ippo", "mappo"):
+            for algo in marl:
                 trials = _group(fin, problem=p, algo=algo)
                 for n in sorted({t.num_minors for t in trials}):
                     group = _group(trials, num_minors=n)
@@ -601,23 +611,22 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
                                 COLORS[algo])
             _mf_line(ax, mf_level(p, mf_sweeps))
     elif fid in ("fig12", "fig13"):
-        algo = "ippo" if fid == "fig12" else "mappo"
-        caption = (f"{ALGO_LABELS[algo]} trained at each N: one line per N, mean ± 1 std over seeds "
-                   f"({scaling_text}); dashed: M3FPPO evaluated at N = {TABLE2_N}, CE (MF; the best Table 2 M3FPPO "
-                   f"trial)")
+        caption = (f"{' and '.join(ALGO_LABELS[a] for a in marl)} trained at each N: one line per N, mean ± 1 std "
+                   f"over seeds ({scaling_text}); dashed: {REFERENCE.label} evaluated at N = {TABLE2_N}, CE (MF; the "
+                   f"best Table 2 {REFERENCE.label} trial)")
         for ax, p in zip(axes, problems, strict=True):
-            trials = _group(fin, problem=p, algo=algo)
+            trials = [t for t in fin if t.problem == p and t.algo in marl]
             for j, n in enumerate(sorted({t.num_minors for t in trials})):
                 group = _group(trials, num_minors=n)
                 _draw_curve(ax, marl_scaled(mean_curve(group), group, marl_scaling), f"N={n}", f"C{j}")
             _mf_line(ax, mf_level(p, mf_sweeps))
     elif fid == "fig9":
         xlabel, ylabel = "number of minor agents N", "return J_N(π)"
-        caption = (f"Transfer over N: the M3FPPO policy of the best trial ({BEST_RULE}) "
+        caption = (f"Transfer over N: the {REFERENCE.label} policy of the best trial ({BEST_RULE}) "
                    "run at each N with centralized (CE) and decentralized (DE) execution, shaded 95 % CI; "
                    "MF = CE at the largest evaluated N")
         for ax, p in zip(axes, problems, strict=True):
-            _draw_transfer(ax, _group(fin, problem=p, algo="m3fppo"))
+            _draw_transfer(ax, _group(fin, problem=p, algo=ref))
             ax.xaxis.get_major_locator().set_params(integer=True)
     title = f"{fid} — {sweep.budget} budget" + ("\nnot comparable with the paper" if sweep.budget != "paper" else "")
     path = _finish_figure(fig, axes, problems, title, out, xlabel, ylabel)
