@@ -13,21 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from m3fmarl.util import positive_int
+
 EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """A bad command-line value; printed as one line, exit status 2."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def _problem(text: str) -> str:
@@ -366,30 +358,30 @@ def build_parser() -> argparse.ArgumentParser:
     problems = ", ".join(PROBLEMS)
 
     p = sub.add_parser("demo", help="roll out every problem, then train and evaluate M3FPPO briefly; save pictures")
-    p.add_argument("--num-minors", type=_positive_int, default=20, help="N (default 20)")
+    p.add_argument("--num-minors", type=positive_int, default=20, help="N (default 20)")
     p.add_argument("--variant", choices=VARIANTS, default="paper")
-    p.add_argument("--episodes", type=_positive_int, default=16, help="episodes per policy and problem")
+    p.add_argument("--episodes", type=positive_int, default=16, help="episodes per policy and problem")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/demo", help="where pictures and the run go (default results/demo)")
     p.add_argument("--train-iterations", type=int, default=80,
                    help="M3FPPO iterations of the training part (0 = skip training; default 80, about a minute)")
-    p.add_argument("--eval-episodes", type=_positive_int, default=1000, help="evaluation episodes per policy")
+    p.add_argument("--eval-episodes", type=positive_int, default=1000, help="evaluation episodes per policy")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("envs", help="list the Gymnasium ids and their spaces")
-    p.add_argument("--num-minors", type=_positive_int, default=20)
+    p.add_argument("--num-minors", type=positive_int, default=20)
     p.add_argument("--variant", choices=VARIANTS, default="reference")
     p.add_argument("--switches", action="store_true", help="print every fidelity switch with both presets (Markdown)")
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("rollout", help="returns of a fixed policy (zero ξ or uniform-random) with a 95%% CI")
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
-    p.add_argument("--num-minors", type=_positive_int, default=20)
+    p.add_argument("--num-minors", type=positive_int, default=20)
     p.add_argument("--variant", choices=VARIANTS, default="paper")
     p.add_argument("--execution", choices=("centralized", "decentralized"), default="centralized")
     p.add_argument("--policy", choices=("zero", "uniform"), default="zero")
-    p.add_argument("--episodes", type=_positive_int, default=100)
-    p.add_argument("--num-envs", type=_positive_int, default=100, help="copies stepped together")
+    p.add_argument("--episodes", type=positive_int, default=100)
+    p.add_argument("--num-envs", type=positive_int, default=100, help="copies stepped together")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rollout)
@@ -399,24 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train M3FPPO/M3FA2C/IPPO/MAPPO on one problem (run directory, checkpoints, --resume)")
     p.add_argument("--algo", choices=registry.names(), required=True)
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
-    p.add_argument("--num-minors", type=_positive_int, required=True, help="N of the training system")
+    p.add_argument("--num-minors", type=positive_int, required=True, help="N of the training system")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=_positive_int, default=100, help="training iterations (default 100)")
-    length.add_argument("--timesteps", type=_positive_int, help="env steps (rounded up to whole iterations)")
+    length.add_argument("--iterations", type=positive_int, default=100, help="training iterations (default 100)")
+    length.add_argument("--timesteps", type=positive_int, help="env steps (rounded up to whole iterations)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", choices=VARIANTS, default="reference")
     p.add_argument("--config", help="algorithm settings YAML (default configs/algorithms/<algo>.yaml)")
     p.add_argument("--out", help="run directory (default results/runs/<problem>__<algo>__N.._<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=10, help="iterations between checkpoints")
+    p.add_argument("--checkpoint-every", type=positive_int, default=10, help="iterations between checkpoints")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint (stochastic actions, 95%% CI) over one or more N")
     p.add_argument("--checkpoint", required=True,
                    help="a checkpoint directory, a run directory (newest checkpoint), or a policy export "
                         "(policy.json + policy.pt, e.g. results/reduced/trials/<trial>)")
-    p.add_argument("--num-minors", type=_positive_int, nargs="+", help="N values (default: the training N)")
-    p.add_argument("--episodes", type=_positive_int, help="episodes per N (default per problem: 100/300/500)")
+    p.add_argument("--num-minors", type=positive_int, nargs="+", help="N values (default: the training N)")
+    p.add_argument("--episodes", type=positive_int, help="episodes per N (default per problem: 100/300/500)")
     p.add_argument("--execution", choices=("centralized", "decentralized", "both", "multi-agent"), default=None,
                    help="M3F policies: centralized (default), decentralized or both; IPPO/MAPPO: multi-agent")
     p.add_argument("--seed", type=int, default=0)
@@ -436,9 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
     p = bsub.add_parser("envs", help="env steps/s of the single and vector env, and the OT solve alone")
     p.add_argument("--problem", type=_problem, action="append", help=f"repeatable; default all of: {problems}")
-    p.add_argument("--num-minors", type=_positive_int, nargs="+", default=[20, 300])
+    p.add_argument("--num-minors", type=positive_int, nargs="+", default=[20, 300])
     p.add_argument("--variant", choices=VARIANTS, default="reference")
-    p.add_argument("--num-envs", type=_positive_int, default=64, help="vector env copies (default 64)")
+    p.add_argument("--num-envs", type=positive_int, default=64, help="vector env copies (default 64)")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum timing per row")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_envs)
@@ -446,10 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("train", help="seconds per training iteration and where the time goes")
     p.add_argument("--algo", choices=registry.names(), default=registry.mf_reference().name)
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
-    p.add_argument("--num-minors", type=_positive_int, default=300)
+    p.add_argument("--num-minors", type=positive_int, default=300)
     p.add_argument("--variant", choices=VARIANTS, default="reference")
-    p.add_argument("--iterations", type=_positive_int, default=3, help="measured iterations after one warm-up")
-    p.add_argument("--train-batch-size", type=_positive_int,
+    p.add_argument("--iterations", type=positive_int, default=3, help="measured iterations after one warm-up")
+    p.add_argument("--train-batch-size", type=positive_int,
                    help="env (joint) steps per iteration instead of the config's (e.g. 2400 for IPPO at N=300)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_train)
@@ -457,9 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("marl", help="joint steps/s of IPPO/MAPPO sampling (env + inference + GAE)")
     p.add_argument("--algo", choices=registry.names("multi-agent"), default=registry.names("multi-agent")[0])
     p.add_argument("--problem", type=_problem, action="append", help=f"repeatable; default all of: {problems}")
-    p.add_argument("--num-minors", type=_positive_int, nargs="+", default=[20, 300])
+    p.add_argument("--num-minors", type=positive_int, nargs="+", default=[20, 300])
     p.add_argument("--variant", choices=VARIANTS, default="reference")
-    p.add_argument("--num-envs", type=_positive_int, default=24, help="copies stepped together (default 24)")
+    p.add_argument("--num-envs", type=positive_int, default=24, help="copies stepped together (default 24)")
     p.add_argument("--seconds", type=float, default=3.0, help="minimum timing per row")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_marl)

@@ -52,6 +52,7 @@ from m3fmarl.m3fc.vector import M3FCVectorEnv
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import VARIANTS, check_choice
 from m3fmarl.rollout import ReturnStats
+from m3fmarl.util import int_list
 
 EVAL_EPISODES: dict[str, int] = {
     "two-gaussians": 100,
@@ -285,16 +286,6 @@ def _space_signature(space: spaces.Space, drop_lead: bool) -> list[tuple]:
     return sig
 
 
-def _int_list(name: str, values: int | Sequence[int]) -> list[int]:
-    vals = [values] if isinstance(values, (int, np.integer)) else list(values)
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be integers >= 1, got {v!r}")
-    if not vals:
-        raise ValueError(f"{name} must not be empty")
-    return [int(v) for v in vals]
-
-
 def evaluate(
     policy: Policy | RLModule,
     problem: str | None = None,
@@ -346,10 +337,10 @@ def evaluate(
         if policy.num_minors is None:
             raise ValueError("num_minors unknown: the policy carries no training N; pass num_minors=")
         num_minors = policy.num_minors
-    ns = _int_list("num_minors", num_minors)
+    ns = int_list("num_minors", num_minors)
     episodes = EVAL_EPISODES[name] if episodes is None else episodes
-    (episodes,) = _int_list("episodes", episodes)
-    (num_envs,) = _int_list("num_envs", num_envs)
+    (episodes,) = int_list("episodes", episodes)
+    (num_envs,) = int_list("num_envs", num_envs)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     env_kwargs = {**policy.env_config, **(switches or {})}

@@ -42,7 +42,6 @@ from typing import Any
 from m3fmarl.experiments import BUDGETS, Campaign, experiment_files
 from m3fmarl.sweep import (
     SweepError,
-    _positive_int,
     check_ledger,
     is_finished,
     load_campaign,
@@ -280,7 +279,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     """The ``reproduce`` subcommand."""
     from m3fmarl.results.report import MARL_SCALINGS
-    from m3fmarl.sweep import _nonneg_int
+    from m3fmarl.util import nonneg_int, positive_int
 
     p = sub.add_parser("reproduce", help="every paper table and figure at one budget: one resumable campaign, then "
                                          "the report and the files to commit (results/<budget>/)")
@@ -289,9 +288,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", help="output directory (default results/<budget>)")
     p.add_argument("--address", help="Ray cluster to use: auto, host:port or ray://host:port (default: a local Ray "
                                      "with this machine's CPUs)")
-    p.add_argument("--cpus", type=_positive_int, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--max-failures", type=_nonneg_int, default=2, help="retries of a failing trial (default 2)")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=10, help="iterations between checkpoints")
+    p.add_argument("--cpus", type=positive_int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--max-failures", type=nonneg_int, default=2, help="retries of a failing trial (default 2)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=10, help="iterations between checkpoints")
     p.add_argument("--report-every", type=float, default=60.0, help="seconds between progress tables (default 60)")
     p.add_argument("--marl-scaling", choices=MARL_SCALINGS, default="team",
                    help="IPPO/MAPPO curves in figs 7/12/13 (see m3fmarl report --help)")

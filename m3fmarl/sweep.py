@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from m3fmarl.experiments import BUDGETS, Campaign, Cell, Trial, load_experiment, merge_sweeps
+from m3fmarl.util import as_float, nonneg_int, positive_int
 
 LEDGER = "sweep.json"
 EVAL_FILE = "evaluation.json"
@@ -188,13 +189,6 @@ def _last_row(run_dir: Path) -> dict[str, str] | None:
     return rows[-1] if rows else None
 
 
-def _float(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _ray_node() -> str:
     import ray
 
@@ -224,8 +218,8 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
         if report is not None and line.startswith("iter "):
             row = _last_row(run_dir)
             if row is not None:
-                report({"iteration": int(row["iteration"]), "env_steps": _float(row["env_steps"]),
-                        "episode_return_mean": _float(row["episode_return_mean"]), "finished": False})
+                report({"iteration": int(row["iteration"]), "env_steps": as_float(row["env_steps"]),
+                        "episode_return_mean": as_float(row["episode_return_mean"]), "finished": False})
 
     try:
         log(f"start {trial.name} (pid {os.getpid()}, host {os.uname().nodename}, ray node {_ray_node()})")
@@ -253,9 +247,9 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
         row = _last_row(run_dir) or {}
         have = evaluated_cells(ev, trial.iterations)
         first = have.get(trial.cells[0], {}) if trial.cells else {}
-        metrics = {"iteration": int(row.get("iteration", trial.iterations)), "env_steps": _float(row.get("env_steps")),
-                   "episode_return_mean": _float(row.get("episode_return_mean")), "finished": True,
-                   "eval_mean": _float(first.get("mean")), "eval_ci95": _float(first.get("ci95"))}
+        metrics = {"iteration": int(row.get("iteration", trial.iterations)), "env_steps": as_float(row.get("env_steps")),
+                   "episode_return_mean": as_float(row.get("episode_return_mean")), "finished": True,
+                   "eval_mean": as_float(first.get("mean")), "eval_ci95": as_float(first.get("ci95"))}
         log(f"finished: evaluation {metrics['eval_mean']:.2f} ± {metrics['eval_ci95']:.2f}")
         if report is not None:
             report(metrics)
@@ -333,7 +327,7 @@ def _trial_time(run_dir: Path) -> tuple[int, float]:
     row = _last_row(run_dir)
     if row is None:
         return 0, 0.0
-    t = _float(row.get("time_total_s"))
+    t = as_float(row.get("time_total_s"))
     return int(row.get("iteration", 0)), (t if math.isfinite(t) else 0.0)
 
 
@@ -620,9 +614,9 @@ def _finish(sweep: Campaign, out: Path, table: ProgressTable, errors: dict[str, 
         row = _last_row(trial_dir(out, t)) or {}
         first = have[t.cells[0]]
         table.update(t.name, "kept" if table.state[t.name]["status"] == "kept" else "finished",
-                     {"iteration": int(row.get("iteration", t.iterations)), "env_steps": _float(row.get("env_steps")),
-                      "episode_return_mean": _float(row.get("episode_return_mean")),
-                      "eval_mean": _float(first.get("mean"))})
+                     {"iteration": int(row.get("iteration", t.iterations)), "env_steps": as_float(row.get("env_steps")),
+                      "episode_return_mean": as_float(row.get("episode_return_mean")),
+                      "eval_mean": as_float(first.get("mean"))})
         for c in t.cells:
             r = have[c]
             rows.append({"trial": t.name, "used_by": " ".join(sweep.used_by[t.name]), "problem": t.problem,
@@ -708,23 +702,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                      checkpoint_every=args.checkpoint_every, report_every=args.report_every)
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _nonneg_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def add_parser(sub: Any) -> None:
     """The ``sweep`` subcommand."""
     p = sub.add_parser("sweep", help="run experiment definitions (problems x algorithms x N x seeds) on Ray Tune; "
@@ -736,16 +713,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", help="sweep directory (default results/sweeps/<id>[+<id>...]-<budget>)")
     p.add_argument("--address", help="Ray cluster to use: auto, host:port or ray://host:port (default: start a "
                                      "local Ray with this machine's CPUs)")
-    p.add_argument("--cpus", type=_positive_int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--cpus", type=positive_int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in --out (or add experiments to it): keep finished trials, resume the "
                         "others from checkpoints")
-    p.add_argument("--max-failures", type=_nonneg_int, default=2, help="retries of a failing trial (default 2)")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=10, help="iterations between checkpoints")
+    p.add_argument("--max-failures", type=nonneg_int, default=2, help="retries of a failing trial (default 2)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=10, help="iterations between checkpoints")
     p.add_argument("--report-every", type=float, default=30.0, help="seconds between progress tables (default 30)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--list", action="store_true",
                       help="list the distinct trials with their index, status and experiments, run nothing")
-    mode.add_argument("--trial-index", type=_nonneg_int,
+    mode.add_argument("--trial-index", type=nonneg_int,
                       help="run only trial I, in this process without Ray Tune (Slurm array mode)")
     p.set_defaults(func=cmd_sweep)

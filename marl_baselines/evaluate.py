@@ -125,12 +125,13 @@ def evaluate_marl(
 ) -> list[Any]:
     """Mean team return of ``policy`` for each N (default the training N); episodes default per
     problem (:data:`m3fmarl.evaluate.EVAL_EPISODES`)."""
-    from m3fmarl.evaluate import EVAL_EPISODES, EvalResult, _int_list
+    from m3fmarl.evaluate import EVAL_EPISODES, EvalResult
+    from m3fmarl.util import int_list
 
     variant = policy.variant if variant is None else variant
     check_choice("variant", variant, ("paper", "reference"))
-    ns = _int_list("num_minors", policy.num_minors if num_minors is None else num_minors)
-    (episodes,) = _int_list("episodes", EVAL_EPISODES[policy.problem] if episodes is None else episodes)
+    ns = int_list("num_minors", policy.num_minors if num_minors is None else num_minors)
+    (episodes,) = int_list("episodes", EVAL_EPISODES[policy.problem] if episodes is None else episodes)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     modules = {mid: m.unwrapped() if hasattr(m, "unwrapped") else m for mid, m in policy.modules.items()}

@@ -39,7 +39,8 @@ import numpy as np
 from m3fmarl.problems import PAPER_NAMES, PROBLEMS
 from m3fmarl import registry
 from m3fmarl.experiments import Cell
-from m3fmarl.sweep import LEDGER, _float, evaluated_cells, read_evaluation
+from m3fmarl.sweep import LEDGER, evaluated_cells, read_evaluation
+from m3fmarl.util import as_float
 
 PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
 """Table 2 of the paper (mean ± 95 % CI at N = 20), the ``table2`` rows of spec/paper_results.csv."""
@@ -149,10 +150,10 @@ class TrialResult:
         try:
             with open(self.run_dir / "progress.csv", newline="") as fh:
                 for row in csv.DictReader(fh):
-                    ret = _float(row.get("episode_return_mean"))
+                    ret = as_float(row.get("episode_return_mean"))
                     if math.isfinite(ret):
                         its.append(int(row["iteration"]))
-                        steps.append(_float(row.get("env_steps")))
+                        steps.append(as_float(row.get("env_steps")))
                         rets.append(ret)
         except (OSError, KeyError, ValueError):
             pass
