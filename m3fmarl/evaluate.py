@@ -51,7 +51,7 @@ from m3fmarl.m3fc.env import EXECUTIONS
 from m3fmarl.m3fc.vector import M3FCVectorEnv
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import VARIANTS, check_choice
-from m3fmarl.rollout import ReturnStats
+from m3fmarl.rollout import ReturnStats, play
 from m3fmarl.util import int_list
 
 EVAL_EPISODES: dict[str, int] = {
@@ -367,27 +367,9 @@ def _episode_returns(
                         execution=execution, **env_kwargs)
     _check_spaces(policy, env)
     de = execution == "decentralized"
-    horizon = env.problem.horizon
-    out: list[np.ndarray] = []
-    done = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed)
-        first = True
-        while done < episodes:
-            obs, _ = env.reset(seed=env_seed if first else None)
-            first = False
-            total = np.zeros(env.num_envs)
-            for t in range(horizon):
-                actions = policy.to_env(policy.sample(obs, n if de else None))
-                obs, reward, terminated, truncated, _ = env.step(actions)
-                total += reward
-                if terminated.any() or truncated.any() != (t == horizon - 1):
-                    raise RuntimeError(f"{problem}: episode ended off the horizon T = {horizon} at step {t + 1}")
-            if not truncated.all():
-                raise RuntimeError(f"{problem}: not every copy was truncated at T = {horizon}")
-            out.append(total)
-            done += env.num_envs
-    return np.concatenate(out)[:episodes]
+        return play(env, lambda obs: policy.to_env(policy.sample(obs, n if de else None)), episodes, env_seed)
 
 
 def _check_spaces(policy: Policy, env: M3FCVectorEnv) -> None:

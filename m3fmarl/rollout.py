@@ -72,24 +72,53 @@ class ReturnStats:
         return cls(len(r), float(r.mean()), float(r.std(ddof=1)) if len(r) > 1 else 0.0)
 
 
+def play(
+    env: M3FCVectorEnv, act: Callable[[np.ndarray], Any], episodes: int, seed: int | None = None,
+    on_step: Callable[[int, Any, np.ndarray | None], None] | None = None,
+) -> np.ndarray:
+    """The batched episode loop: play ``episodes`` full episodes in ``env``, ``env.num_envs`` at
+    a time, with ``act(obs) -> actions``; return their undiscounted returns.
+
+    The first batch resets ``env`` with ``seed``, later ones continue its generator.  Every
+    episode lasts exactly T steps: an episode ending elsewhere raises ``RuntimeError``.
+    ``on_step(t, state, rewards)``, if given, sees the state at t = 0 (rewards None) and after
+    every step t = 1..T (the rewards of that step), for every batch.  Shared by the fixed-policy
+    rollouts, the evaluation of trained policies (:func:`m3fmarl.evaluate.evaluate`) and the
+    qualitative figures (:mod:`m3fmarl.results.frames`).
+    """
+    horizon = env.problem.horizon
+    out: list[np.ndarray] = []
+    done = 0
+    first = True
+    while done < episodes:
+        obs, _ = env.reset(seed=seed if first else None)
+        first = False
+        if on_step is not None:
+            on_step(0, env.state, None)
+        total = np.zeros(env.num_envs)
+        truncated = np.zeros(env.num_envs, dtype=bool)
+        for t in range(horizon):
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += reward
+            if terminated.any() or truncated.any() != (t == horizon - 1):
+                raise RuntimeError(f"{env.problem.name}: episode ended off the horizon T = {horizon} at step {t + 1}")
+            if on_step is not None:
+                on_step(t + 1, env.state, reward)
+        if not truncated.all():
+            raise RuntimeError(f"{env.problem.name}: not every copy was truncated at T = {horizon}")
+        out.append(total)
+        done += env.num_envs
+    return np.concatenate(out)[:episodes]
+
+
 def episode_returns(
     problem: str, num_minors: int, episodes: int, *, variant: str = "paper", policy: str | Policy = "zero",
     seed: int = 0, num_envs: int = 64, execution: str = "centralized", **switches: Any,
 ) -> np.ndarray:
-    """Undiscounted returns of ``episodes`` full episodes (T steps each), ``num_envs`` at a time."""
+    """Undiscounted returns of ``episodes`` full episodes (T steps each) of a fixed policy,
+    ``num_envs`` at a time."""
     pol = POLICIES[policy] if isinstance(policy, str) else policy
     rng = np.random.default_rng(seed)
-    out: list[np.ndarray] = []
     env = M3FCVectorEnv(problem, num_envs=min(num_envs, episodes), num_minors=num_minors,
                         variant=variant, execution=execution, **switches)
-    horizon = env.problem.horizon
-    first = True
-    while sum(len(o) for o in out) < episodes:
-        obs, _ = env.reset(seed=seed if first else None)
-        first = False
-        total = np.zeros(env.num_envs)
-        for _ in range(horizon):
-            obs, r, _, _, _ = env.step(pol(obs, env.action_space, rng))
-            total += r
-        out.append(total)
-    return np.concatenate(out)[:episodes]
+    return play(env, lambda obs: pol(obs, env.action_space, rng), episodes, seed)

@@ -50,6 +50,7 @@ import torch
 from m3fmarl.evaluate import Policy
 from m3fmarl.m3fc.env import EXECUTIONS
 from m3fmarl.m3fc.vector import M3FCVectorEnv
+from m3fmarl.rollout import play
 from m3fmarl.problems import PAPER_NAMES, canonical_name
 from m3fmarl.problems.core import State, check_choice
 
@@ -104,18 +105,16 @@ def _play(policy: Policy, env: M3FCVectorEnv, seed: int, on_state: Callable[[int
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     n = env.problem.num_minors
     de = env.core.decentralized
-    horizon = env.problem.horizon
-    rewards = np.zeros((horizon, env.num_envs))
+    rewards = np.zeros((env.problem.horizon, env.num_envs))
+
+    def record(t: int, state: State, reward: np.ndarray | None) -> None:
+        if reward is not None:
+            rewards[t - 1] = reward
+        on_state(t, state)
+
     with _one_torch_thread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        obs, _ = env.reset(seed=int(seed))
-        on_state(0, env.state)
-        for t in range(horizon):
-            actions = policy.to_env(policy.sample(obs, n if de else None))
-            obs, rewards[t], terminated, truncated, _ = env.step(actions)
-            if terminated.any() or truncated.any() != (t == horizon - 1):
-                raise RuntimeError(f"{env.problem.name}: episode ended off the horizon T = {horizon} at step {t + 1}")
-            on_state(t + 1, env.state)
+        play(env, lambda obs: policy.to_env(policy.sample(obs, n if de else None)), env.num_envs, int(seed), record)
     return rewards
 
 
