@@ -41,6 +41,7 @@ from m3fmarl.problems.core import (
     State,
     Switches,
     batched_histogram,
+    with_major_slot,
 )
 
 GRID = 5
@@ -188,6 +189,28 @@ class BeachBar(Problem[BeachState]):
 
     def m3fc_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
         return np.zeros(45), np.ones(45)
+
+    # --- multi-agent observation (spec §4.5) --------------------------------------------------
+    agent_own_dim = 2 * GRID
+    num_own_keys = NUM_CELLS + 1  # the 25 cells; the major's fixed slot gets key 25
+
+    def agent_own_keys(self, state: BeachState) -> IntArray:
+        b = state.minors.shape[0]
+        return np.concatenate([np.full((b, 1), NUM_CELLS, dtype=np.int64), state.minors], axis=1)
+
+    def agent_own(self, state: BeachState) -> FloatArray:
+        """Own state as two 5-way one-hots (the major: the one-hot of (0, 0), not zeros)."""
+        b, n = state.minors.shape
+        minor = ONE_HOT[CELL_XY[state.minors]].reshape(b, n, 2 * GRID)
+        return with_major_slot(minor, ONE_HOT[[0, 0]].ravel())
+
+    def agent_shared(self, state: BeachState) -> FloatArray:
+        """One-hots of y and z (20), then the 25-number histogram (joint, or the B4 row-union)."""
+        return np.concatenate([self.major_observation(state), self.histogram(state)], axis=1)
+
+    def agent_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
+        d = 2 * GRID + 4 * GRID + NUM_CELLS
+        return np.zeros(d), np.ones(d)
 
     # --- rendering ---------------------------------------------------------------------------
     def draw(self, ax: Any, state: BeachState, index: int = 0) -> None:

@@ -160,6 +160,16 @@ def put_copies(state: S, index: Any, part: S) -> S:
     return dataclasses.replace(state, **fields)
 
 
+def with_major_slot(minor_own: FloatArray, major_own: FloatArray | None) -> FloatArray:
+    """Stack the major's own-state slot (``(d,)``, the same for all copies) before the minors'
+    ``(B, N, d)``; ``None``: no major."""
+    if major_own is None:
+        return minor_own
+    b, _, d = minor_own.shape
+    head = np.broadcast_to(np.asarray(major_own, dtype=minor_own.dtype), (b, 1, d))
+    return np.concatenate([head, minor_own], axis=1)
+
+
 def where_copies(mask: NDArray[np.bool_], new: S, old: S) -> S:
     """Per copy, ``new`` where ``mask`` (shape ``(B,)``) is true and ``old`` elsewhere."""
     out = {}
@@ -326,6 +336,51 @@ class Problem(ABC, Generic[S]):
     @abstractmethod
     def m3fc_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
         """``(low, high)`` of the flat M3FC observation, each ``(obs_dim,)``."""
+
+    # --- multi-agent observation (spec §1.3) --------------------------------------------------
+    agent_own_dim: ClassVar[int]
+    """Size of an agent's own-state part at the start of its observation."""
+    num_own_keys: ClassVar[int | None] = None
+    """How many distinct own states an agent can have (Beach bar: 25 cells + the major's slot),
+    or None for continuous own states."""
+
+    @property
+    def num_agents(self) -> int:
+        return self.num_minors + (1 if self.has_major else 0)
+
+    def agent_own(self, state: S) -> FloatArray:
+        """``(B, n_agents, agent_own_dim)``: each agent's own state (the major's fixed slot first)."""
+        raise NotImplementedError
+
+    def agent_shared(self, state: S) -> FloatArray:
+        """``(B, shared_dim)``: the part of the observation every agent of a copy shares."""
+        raise NotImplementedError
+
+    def agent_observations(self, state: S) -> NDArray[np.float32]:
+        """``(B, n_agents, obs_dim)`` float32: every agent's observation, [own, shared], agents in
+        the order major (if any), minor_0 … minor_{N-1}."""
+        own = self.agent_own(state)
+        shared = self.agent_shared(state)
+        b = shared.shape[0]
+        out = np.empty((b, own.shape[1], own.shape[2] + shared.shape[1]), dtype=np.float32)
+        out[:, :, : own.shape[2]] = own
+        out[:, :, own.shape[2]:] = shared[:, None, :]
+        return out
+
+    def agent_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
+        """``(low, high)`` of one agent's observation, each ``(obs_dim,)``."""
+        raise NotImplementedError
+
+    def agent_layout(self) -> tuple[IntArray, IntArray]:
+        """(own, shared): indices of one agent's observation that hold its own state once and
+        those every agent of a copy shares; together every distinct piece of information."""
+        d = self.agent_observation_bounds()[0].shape[0]
+        return np.arange(self.agent_own_dim), np.arange(self.agent_own_dim, d)
+
+    def agent_own_keys(self, state: S) -> IntArray | None:
+        """``(B, n_agents)`` id of each agent's own state when there are :attr:`num_own_keys`
+        of them (agents of one copy with equal keys have equal observations), else None."""
+        return None
 
     # --- rendering ---------------------------------------------------------------------------
     @abstractmethod

@@ -84,6 +84,7 @@ from m3fmarl.problems.core import (
     Switches,
     batched_histogram,
     nearest_bin,
+    with_major_slot,
 )
 
 LOW, HIGH = -2.0, 2.0
@@ -455,6 +456,37 @@ class Foraging(Problem[ForagingState]):
         out = np.zeros((b, NUM_BINS, NUM_BINS, 2))
         out[..., 0] = counts[:, :-1].reshape(b, NUM_BINS, NUM_BINS)
         return out
+
+    # --- multi-agent observation (spec §5.5) --------------------------------------------------
+    agent_own_dim = 3
+
+    def agent_own(self, state: ForagingState) -> FloatArray:
+        """Own (p¹, p², e) (zeros for the major)."""
+        minor = np.concatenate([state.positions, state.encumbrance[:, :, None]], axis=2)
+        return with_major_slot(minor, np.zeros(3))
+
+    def _agent_layers(self) -> int:
+        return 2 if self.switches.marl_area_histogram else 1
+
+    def agent_shared(self, state: ForagingState) -> FloatArray:
+        """Truck (y¹, y²), then per histogram cell the minors' mass and — if
+        ``marl_area_histogram`` (R9, reference) — the alive areas' count / 5 (areas sit in
+        encumbrance cell 0)."""
+        mu = self.histogram(state)
+        if not self.switches.marl_area_histogram:
+            return np.concatenate([state.major, mu], axis=1)
+        b = mu.shape[0]
+        area = self.area_histogram(state)  # (B, 7, 7, 2): encumbrance cells 0 and 1
+        if self.switches.enc_bins == 1:
+            area = area[..., :1]
+        hist = np.stack([mu, area.reshape(b, -1)], axis=-1).reshape(b, -1)
+        return np.concatenate([state.major, hist], axis=1)
+
+    def agent_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
+        m = self.num_cells * self._agent_layers()
+        low = np.concatenate([[LOW, LOW, 0.0], [LOW, LOW], np.zeros(m)])
+        high = np.concatenate([[HIGH, HIGH, 1.0], [HIGH, LOW + 1.0], np.ones(m)])
+        return low, high
 
     # --- rendering ---------------------------------------------------------------------------
     def draw(self, ax: Any, state: ForagingState, index: int = 0) -> None:

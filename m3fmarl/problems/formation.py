@@ -64,6 +64,7 @@ from m3fmarl.problems.core import (
     State,
     Switches,
     unit_ball_projection,
+    with_major_slot,
 )
 from m3fmarl.problems.ot import ot_cost_batch
 from m3fmarl.problems.two_gaussians import (
@@ -184,6 +185,22 @@ class Formation(Problem[FormationState]):
         low = np.concatenate([np.zeros(num_hist), np.full(4, LOW)])
         high = np.concatenate([np.ones(num_hist), np.full(4, HIGH)])
         return low, high
+
+    # --- multi-agent observation (spec §3.5) --------------------------------------------------
+    agent_own_dim = 2
+
+    def agent_own(self, state: FormationState) -> FloatArray:
+        """Own position x (zeros for the major)."""
+        return with_major_slot(state.minors, np.zeros(2))
+
+    def agent_shared(self, state: FormationState) -> FloatArray:
+        """(y¹, y², z¹, z²), then the two-layer histogram (minors, particles)."""
+        return np.concatenate([state.major, state.target, two_layer_histogram(state.minors, state.particles)], axis=1)
+
+    def agent_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
+        hist = 2 * NUM_BINS * NUM_BINS
+        return (np.concatenate([np.full(6, LOW), np.zeros(hist)]),
+                np.concatenate([np.full(6, HIGH), np.ones(hist)]))
 
     # --- rendering ---------------------------------------------------------------------------
     def draw(self, ax: Any, state: FormationState, index: int = 0) -> None:

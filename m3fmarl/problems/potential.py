@@ -44,6 +44,7 @@ from m3fmarl.problems.core import (
     batched_histogram,
     nearest_bin,
     wrap,
+    with_major_slot,
 )
 
 LO, HI, LENGTH = -2.0, 2.0, 4.0
@@ -144,6 +145,21 @@ class Potential(Problem[PotentialState]):
         low = np.concatenate([np.zeros(NUM_BINS), np.full(2, LO)])
         high = np.concatenate([np.ones(NUM_BINS), np.full(2, HI)])
         return low, high
+
+    # --- multi-agent observation (spec §6.5) --------------------------------------------------
+    agent_own_dim = 1
+
+    def agent_own(self, state: PotentialState) -> FloatArray:
+        """Own position x (0 for the major)."""
+        return with_major_slot(state.minors[:, :, None], np.zeros(1))
+
+    def agent_shared(self, state: PotentialState) -> FloatArray:
+        """(y, z), then the 7-bin histogram."""
+        hist = batched_histogram(self.cells(state), NUM_BINS)
+        return np.concatenate([state.major[:, None], state.target[:, None], hist], axis=1)
+
+    def agent_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
+        return np.concatenate([np.full(3, LO), np.zeros(NUM_BINS)]), np.concatenate([np.full(3, HI), np.ones(NUM_BINS)])
 
     def draw(self, ax: Any, state: PotentialState, index: int = 0) -> None:
         x = state.minors[index]

@@ -272,6 +272,29 @@ class TwoGaussians(Problem[TwoGaussiansState]):
         high = np.concatenate([np.full(num_hist, scale), np.ones(num_clock)])
         return low, high
 
+    # --- multi-agent observation (spec §2.5) --------------------------------------------------
+    agent_own_dim = 2
+
+    def agent_observations(self, state: TwoGaussiansState) -> np.ndarray:
+        """The (7, 7, 4) array [(x¹+2)/4, (x²+2)/4, minors counts/N, particles counts/K] per cell, C
+        order: every agent's own position is repeated in every cell; histograms ×
+        ``marl_hist_scale`` (M3: reference 1, paper 10)."""
+        b, n, _ = state.minors.shape
+        cells = NUM_BINS * NUM_BINS
+        hist = two_layer_histogram(state.minors, state.particles).reshape(b, cells, 2) * self.switches.marl_hist_scale
+        out = np.empty((b, n, cells, 4), dtype=np.float32)
+        out[..., :2] = ((state.minors - LOW) / (HIGH - LOW))[:, :, None, :]
+        out[..., 2:] = hist[:, None, :, :]
+        return out.reshape(b, n, cells * 4)
+
+    def agent_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
+        scale = self.switches.marl_hist_scale
+        return np.zeros(NUM_BINS * NUM_BINS * 4), np.tile([1.0, 1.0, scale, scale], NUM_BINS * NUM_BINS)
+
+    def agent_layout(self) -> tuple[IntArray, IntArray]:
+        cells = np.arange(NUM_BINS * NUM_BINS * 4).reshape(-1, 4)
+        return np.array([0, 1]), cells[:, 2:].ravel()
+
     # --- rendering ---------------------------------------------------------------------------
     def draw(self, ax: Any, state: TwoGaussiansState, index: int = 0) -> None:
         draw_points(ax, state.minors[index], state.particles[index])
