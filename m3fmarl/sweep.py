@@ -35,6 +35,7 @@ distinct trials and which experiments use each; ``--trial-index I`` runs one of 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -42,6 +43,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,27 +154,35 @@ def check_ledger(out: Path, campaign: Campaign, resume: bool, create: bool) -> N
         raise SweepError(f"--resume: no sweep to resume in {out} (no {LEDGER})")
     if create:
         out.mkdir(parents=True, exist_ok=True)
-        new = campaign.to_dict()
-        ids = {e["experiment"] for e in new["experiments"]}
-        kept_exps = [e for e in (stored or {}).get("experiments", []) if e.get("experiment") not in ids]
-        stored_trials = {t["name"]: t for t in (stored or {}).get("trials", [])}
-        trials: dict[str, dict[str, Any]] = {}
-        for e in kept_exps:  # who uses a recorded trial, and its cells: from the experiments kept
-            for name in e.get("trials", []):
-                if name in stored_trials:
-                    t = trials.setdefault(name, {**stored_trials[name], "cells": [], "used_by": []})
-                    t["cells"] = list({json.dumps(c, sort_keys=True): c
-                                       for c in t["cells"] + e.get("cells", {}).get(name, [])}.values())
-                    t["used_by"].append(e["experiment"])
-        for t in new["trials"]:
-            if t["name"] in trials:
-                old = trials[t["name"]]
-                t = {**t, "cells": list({json.dumps(c, sort_keys=True): c for c in old["cells"] + t["cells"]}.values()),
-                     "used_by": list(dict.fromkeys(old["used_by"] + t["used_by"]))}
-            trials[t["name"]] = t
-        record = {"budget": campaign.budget, "experiments": kept_exps + new["experiments"],
-                  "trials": list(trials.values()), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        _write_atomic(out / LEDGER, json.dumps(record, indent=1))
+        with exclusive(out / LOCK_DIR / "ledger.lock"):
+            _write_ledger(out, campaign)
+
+
+def _write_ledger(out: Path, campaign: Campaign) -> None:
+    """Merge ``campaign`` into the ledger of ``out`` (read again under the ledger lock, so two
+    sweeps adding experiments at once both keep theirs)."""
+    stored = _read_ledger(out)
+    new = campaign.to_dict()
+    ids = {e["experiment"] for e in new["experiments"]}
+    kept_exps = [e for e in (stored or {}).get("experiments", []) if e.get("experiment") not in ids]
+    stored_trials = {t["name"]: t for t in (stored or {}).get("trials", [])}
+    trials: dict[str, dict[str, Any]] = {}
+    for e in kept_exps:  # who uses a recorded trial, and its cells: from the experiments kept
+        for name in e.get("trials", []):
+            if name in stored_trials:
+                t = trials.setdefault(name, {**stored_trials[name], "cells": [], "used_by": []})
+                t["cells"] = list({json.dumps(c, sort_keys=True): c
+                                   for c in t["cells"] + e.get("cells", {}).get(name, [])}.values())
+                t["used_by"].append(e["experiment"])
+    for t in new["trials"]:
+        if t["name"] in trials:
+            old = trials[t["name"]]
+            t = {**t, "cells": list({json.dumps(c, sort_keys=True): c for c in old["cells"] + t["cells"]}.values()),
+                 "used_by": list(dict.fromkeys(old["used_by"] + t["used_by"]))}
+        trials[t["name"]] = t
+    record = {"budget": campaign.budget, "experiments": kept_exps + new["experiments"],
+              "trials": list(trials.values()), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _write_atomic(out / LEDGER, json.dumps(record, indent=1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,15 +205,53 @@ def _ray_node() -> str:
     return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else "-"
 
 
+LOCK_DIR = ".locks"
+"""Under ``<out>/``: one lock file per trial being trained, and one for the ledger."""
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, log: Any = None, what: str = "", poll_s: float = 2.0) -> Iterator[None]:
+    """Hold an exclusive POSIX lock (``fcntl.lockf``: also across the nodes of a shared NFS
+    filesystem) on ``path`` for the block.  If another process holds it, say so once through
+    ``log`` (naming the holder written into the file) and wait for it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        said = False
+        while True:
+            try:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if log is not None and not said:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "another process"
+                    log(f"waiting for {what or path.name}: held by {holder}")
+                    said = True
+                time.sleep(poll_s)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%H:%M:%S')}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+
+
 def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: Any = None,
               echo: bool = False) -> dict[str, Any]:
     """Train and evaluate ``trial`` into ``<out>/trials/<name>``; resume what is there.
 
-    ``report(metrics)`` is called after every iteration and once at the end (Tune's report).
-    Returns the final metrics.
+    The trial is trained under a lock (``<out>/.locks/<trial>.lock``): two sweeps that share the
+    trial (say, two Slurm jobs of different experiments on one campaign directory) never train it
+    at once — the second waits, then finds it trained and only adds the evaluation cells it
+    asks for.  ``report(metrics)`` is called after every iteration and once at the end (Tune's
+    report).  Returns the final metrics.
     """
-    from m3fmarl.train import RUN_FILE, RunSpec, checkpoints, read_run, train
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     run_dir = trial_dir(out, trial)
     log_dir = out / "logs"
@@ -223,26 +271,8 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
 
     try:
         log(f"start {trial.name} (pid {os.getpid()}, host {os.uname().nodename}, ray node {_ray_node()})")
-        todo = missing_cells(out, trial)
-        if not todo:
-            log("already finished; nothing to do")
-        else:
-            done = checkpoints(run_dir)
-            if not done or done[-1][0] != trial.iterations:
-                resume = (run_dir / RUN_FILE).exists()
-                if resume:
-                    diff = settings_diff(read_run(run_dir).get("settings") or {}, trial.settings)
-                    if diff:
-                        raise SweepError(f"{run_dir} holds a run with other settings ({diff}); choose another --out")
-                spec = RunSpec(trial.algo, trial.problem, trial.num_minors, trial.variant, trial.seed,
-                               trial.iterations)
-                train(spec, run_dir, settings=trial.settings, resume=resume, checkpoint_every=checkpoint_every,
-                      argv=["m3fmarl", "sweep", f"trial={trial.name}"], log=log)
-                done = checkpoints(run_dir)
-            final = done[-1]
-            if final[0] != trial.iterations:
-                raise SweepError(f"{run_dir}: newest checkpoint is iteration {final[0]}, expected {trial.iterations}")
-            _evaluate(trial, run_dir, final[1], missing_cells(out, trial), log)
+        with exclusive(out / LOCK_DIR / f"{trial.name}.lock", log, f"trial {trial.name}"):
+            _train_and_evaluate(trial, out, run_dir, checkpoint_every, log)
         ev = read_evaluation(run_dir) or {}
         row = _last_row(run_dir) or {}
         have = evaluated_cells(ev, trial.iterations)
@@ -259,6 +289,31 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
         raise
     finally:
         log_fh.close()
+
+
+def _train_and_evaluate(trial: Trial, out: Path, run_dir: Path, checkpoint_every: int, log: Any) -> None:
+    """Train ``trial`` to its length (resuming a run directory that exists) and evaluate the
+    cells it still misses; nothing if it is finished (called under the trial's lock)."""
+    from m3fmarl.train import RUN_FILE, RunSpec, checkpoints, read_run, train
+
+    if not missing_cells(out, trial):
+        log("already finished; nothing to do")
+        return
+    done = checkpoints(run_dir)
+    if not done or done[-1][0] != trial.iterations:
+        resume = (run_dir / RUN_FILE).exists()
+        if resume:
+            diff = settings_diff(read_run(run_dir).get("settings") or {}, trial.settings)
+            if diff:
+                raise SweepError(f"{run_dir} holds a run with other settings ({diff}); choose another --out")
+        spec = RunSpec(trial.algo, trial.problem, trial.num_minors, trial.variant, trial.seed, trial.iterations)
+        train(spec, run_dir, settings=trial.settings, resume=resume, checkpoint_every=checkpoint_every,
+              argv=["m3fmarl", "sweep", f"trial={trial.name}"], log=log)
+        done = checkpoints(run_dir)
+    final = done[-1]
+    if final[0] != trial.iterations:
+        raise SweepError(f"{run_dir}: newest checkpoint is iteration {final[0]}, expected {trial.iterations}")
+    _evaluate(trial, run_dir, final[1], missing_cells(out, trial), log)
 
 
 def _evaluate(trial: Trial, run_dir: Path, checkpoint: Path, cells: list[Cell], log: Any) -> None:
@@ -546,7 +601,7 @@ def run_sweep(sweep: Campaign, out: Path, *, address: str | None = None, cpus: i
             if too_big:  # Tune would keep them pending for ever
                 raise SweepError(f"{too_big[0]} needs {trials_cpus(todo, too_big[0])} CPUs, but the largest Ray "
                                  f"node has {largest:g}")
-            attempt = 1 + len(list((out / "tune").glob("attempt-*")))
+            attempt = f"{1 + len(list((out / 'tune').glob('attempt-*')))}-{os.getpid()}"  # unique per sweep process
             trials = {t.name: t for t in todo}
             trainable = tune.with_resources(
                 tune.with_parameters(_tune_trainable, trials=trials, out=str(out), checkpoint_every=checkpoint_every),

@@ -735,3 +735,57 @@ def test_experiment_added_to_a_finished_sweep_gets_only_its_missing_cells(campai
     assert listing.stdout.splitlines()[1:] == [f"0 {shared} 1 2000 1 finished expa,expb,expc",
                                                f"1 {c['own_a']} 1 2000 1 finished expa",
                                                f"2 {c['own_b']} 1 2000 1 finished expb"]
+
+
+@pytest.mark.slow
+def test_two_sweeps_sharing_a_trial_train_it_once(tmp_path):
+    """Two `m3fmarl sweep` processes on one campaign directory whose experiments name the same
+    trial, the second started while the first trains it: the second waits on the trial's lock,
+    then finds it trained and only adds its own evaluation cell; both exit 0, the ledger holds
+    both experiments."""
+    body = """\
+problems: [potential]
+grid:
+  - algorithms: [m3fppo]
+    num_minors: [5]
+    seeds: [0]
+    iterations: 60
+budgets:
+  smoke:
+    settings:
+      m3fppo: {train_batch_size: 1000, minibatch_size: 500, num_envs_per_env_runner: 10}
+"""
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("id: locka\n" + body + "evaluation: {num_minors: [5], episodes: 5}\n")
+    b.write_text("id: lockb\n" + body + "evaluation: {num_minors: [5, 8], episodes: 5}\n")
+    (name,) = [t.name for t in load_experiment(a, "smoke").trials]
+    out = tmp_path / "sweep"
+    common = ["--budget", "smoke", "--out", str(out), "--cpus", "1", "--report-every", "5"]
+    logs = [open(tmp_path / f"{x}.log", "w") for x in ("a", "b")]
+    first = subprocess.Popen([*M3FCLI, "sweep", str(a), *common], stdout=logs[0], stderr=subprocess.STDOUT,
+                             env=_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "trials" / name / "progress.csv").exists():  # the first one trains it now
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()[-2000:]
+            time.sleep(0.05)
+        second = subprocess.Popen([*M3FCLI, "sweep", str(b), *common, "--resume"], stdout=logs[1],
+                                  stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+        assert first.wait(timeout=600) == 0, (tmp_path / "a.log").read_text()[-3000:]
+        assert second.wait(timeout=600) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    finally:
+        for p in (first, locals().get("second")):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        for fh in logs:
+            fh.close()
+    run = out / "trials" / name
+    record = json.loads((run / "run.json").read_text())
+    assert len(record["invocations"]) == 1  # trained once
+    assert [int(r["iteration"]) for r in progress_rows(run)] == list(range(1, 61))
+    cells = json.loads((run / "evaluation.json").read_text())["results"]
+    assert sorted(c["num_minors"] for c in cells) == [5, 8]
+    log = (out / "logs" / f"{name}.log").read_text()
+    assert log.count("waiting for trial") == 1 and _starts(out, name) == 2
+    ledger = json.loads((out / "sweep.json").read_text())
+    assert sorted(e["experiment"] for e in ledger["experiments"]) == ["locka", "lockb"]
