@@ -181,10 +181,15 @@ class TrainBench:
 
 
 def bench_train(algo: str, problem: str, num_minors: int, variant: str = "reference", iterations: int = 3,
-                settings: Any = None) -> TrainBench:
+                settings: Any = None, cpus: int = 1) -> TrainBench:
     """Seconds per training iteration with the algorithm's configured settings (default YAML),
-    after one warm-up iteration, and where the time goes (sampling, learner, other)."""
+    after one warm-up iteration, and where the time goes (sampling, learner, other); ``cpus`` as
+    a trial given that many (learner and OT threads)."""
     import ray
+
+    from m3fmarl.util import use_cpus
+
+    use_cpus(cpus)
 
     from m3fmarl.config import load_algorithm
     from m3fmarl.train import RunSpec, build_config

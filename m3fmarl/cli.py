@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{iterations} iterations x {settings.train_batch_size} env steps -> {out}", flush=True)
     try:
         train(spec, out, settings=settings, resume=args.resume, checkpoint_every=args.checkpoint_every,
-              argv=["m3fmarl", *sys.argv[1:]], log=lambda line: print(line, flush=True))
+              argv=["m3fmarl", *sys.argv[1:]], log=lambda line: print(line, flush=True), cpus=args.cpus)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -212,13 +212,14 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--train-batch-size {batch} must be a multiple of num_envs_per_env_runner {copies}")
         settings = dataclasses.replace(base, train_batch_size=batch,
                                        **({"minibatch_size": minibatch} if "minibatch_size" in fields else {}))
-    b = bench_train(args.algo, args.problem, args.num_minors, args.variant, args.iterations, settings=settings)
+    b = bench_train(args.algo, args.problem, args.num_minors, args.variant, args.iterations, settings=settings,
+                    cpus=args.cpus)
     if args.json:
         print(json.dumps({"machine": machine_info(), **asdict(b), "other_s": b.other_s,
                           "env_steps_per_s": b.env_steps_per_s}, indent=1))
         return 0
     print(f"bench train: {b.algo} on {b.problem}, N={b.num_minors}, {b.variant}, {b.train_batch_size} env steps "
-          f"per iteration, mean of {b.iterations} iterations after a warm-up")
+          f"per iteration, {args.cpus} CPU(s), mean of {b.iterations} iterations after a warm-up")
     print(f"  {b.seconds_per_iteration:.2f} s/iteration ({_fmt_rate(b.env_steps_per_s)} env steps/s): "
           f"sampling {b.sampling_s:.2f} s, learner {b.learner_s:.2f} s, other {b.other_s:.2f} s")
     print(f"  sampling alone (env + policy inference): {_fmt_rate(b.train_batch_size / b.sampling_s)} env steps/s")
@@ -401,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default results/runs/<problem>__<algo>__N.._<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--checkpoint-every", type=positive_int, default=10, help="iterations between checkpoints")
+    p.add_argument("--cpus", type=positive_int, default=1,
+                   help="cores for this run: learner threads and exact-OT solver threads (default 1)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint (stochastic actions, 95%% CI) over one or more N")
@@ -443,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=positive_int, default=3, help="measured iterations after one warm-up")
     p.add_argument("--train-batch-size", type=positive_int,
                    help="env (joint) steps per iteration instead of the config's (e.g. 2400 for IPPO at N=300)")
+    p.add_argument("--cpus", type=positive_int, default=1, help="cores of the trial (learner and OT threads)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_train)
 

@@ -40,7 +40,9 @@ import csv
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from collections.abc import Iterator
@@ -243,15 +245,19 @@ def exclusive(path: Path, log: Any = None, what: str = "", poll_s: float = 2.0) 
 
 
 def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: Any = None,
-              echo: bool = False) -> dict[str, Any]:
+              echo: bool = False, stop_file: Path | None = None) -> dict[str, Any]:
     """Train and evaluate ``trial`` into ``<out>/trials/<name>``; resume what is there.
 
     The trial is trained under a lock (``<out>/.locks/<trial>.lock``): two sweeps that share the
     trial (say, two Slurm jobs of different experiments on one campaign directory) never train it
     at once — the second waits, then finds it trained and only adds the evaluation cells it
     asks for.  ``report(metrics)`` is called after every iteration and once at the end (Tune's
-    report).  Returns the final metrics.
+    report).  Returns the final metrics; ``metrics["stopped"]`` is True when ``stop_file``
+    appeared (the sweep is handing over before a time limit): the trial then saved its last
+    finished iteration and stopped, unfinished, without raising.
     """
+    from m3fmarl.train import TrainingStopped
+
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     run_dir = trial_dir(out, trial)
     log_dir = out / "logs"
@@ -271,8 +277,20 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
 
     try:
         log(f"start {trial.name} (pid {os.getpid()}, host {os.uname().nodename}, ray node {_ray_node()})")
-        with exclusive(out / LOCK_DIR / f"{trial.name}.lock", log, f"trial {trial.name}"):
-            _train_and_evaluate(trial, out, run_dir, checkpoint_every, log)
+        try:
+            if stop_file is not None and stop_file.exists():
+                raise TrainingStopped(run_dir, 0)
+            with exclusive(out / LOCK_DIR / f"{trial.name}.lock", log, f"trial {trial.name}"):
+                _train_and_evaluate(trial, out, run_dir, checkpoint_every, log, stop_file)
+        except TrainingStopped:
+            row = _last_row(run_dir) or {}
+            metrics = {"iteration": int(row.get("iteration", 0)), "env_steps": as_float(row.get("env_steps")),
+                       "episode_return_mean": as_float(row.get("episode_return_mean")), "finished": False,
+                       "stopped": True}
+            log(f"stopped on request at iteration {metrics['iteration']} (the sweep hands over; --resume continues)")
+            if report is not None:
+                report(metrics)
+            return metrics
         ev = read_evaluation(run_dir) or {}
         row = _last_row(run_dir) or {}
         have = evaluated_cells(ev, trial.iterations)
@@ -291,7 +309,8 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
         log_fh.close()
 
 
-def _train_and_evaluate(trial: Trial, out: Path, run_dir: Path, checkpoint_every: int, log: Any) -> None:
+def _train_and_evaluate(trial: Trial, out: Path, run_dir: Path, checkpoint_every: int, log: Any,
+                        stop_file: Path | None = None) -> None:
     """Train ``trial`` to its length (resuming a run directory that exists) and evaluate the
     cells it still misses; nothing if it is finished (called under the trial's lock)."""
     from m3fmarl.train import RUN_FILE, RunSpec, checkpoints, read_run, train
@@ -308,7 +327,7 @@ def _train_and_evaluate(trial: Trial, out: Path, run_dir: Path, checkpoint_every
                 raise SweepError(f"{run_dir} holds a run with other settings ({diff}); choose another --out")
         spec = RunSpec(trial.algo, trial.problem, trial.num_minors, trial.variant, trial.seed, trial.iterations)
         train(spec, run_dir, settings=trial.settings, resume=resume, checkpoint_every=checkpoint_every,
-              argv=["m3fmarl", "sweep", f"trial={trial.name}"], log=log)
+              argv=["m3fmarl", "sweep", f"trial={trial.name}"], log=log, stop_file=stop_file, cpus=trial.cpus)
         done = checkpoints(run_dir)
     final = done[-1]
     if final[0] != trial.iterations:
@@ -361,10 +380,54 @@ def _evaluate(trial: Trial, run_dir: Path, checkpoint: Path, cells: list[Cell], 
 # ----------------------------------------------------------------------------------------------
 
 
-def _tune_trainable(config: dict[str, Any], trials: dict[str, Trial], out: str, checkpoint_every: int) -> None:
+def _tune_trainable(config: dict[str, Any], trials: dict[str, Trial], out: str, checkpoint_every: int,
+                    stop_file: str | None = None) -> None:
     from ray import tune
 
-    run_trial(trials[config["trial"]], Path(out), checkpoint_every=checkpoint_every, report=tune.report)
+    run_trial(trials[config["trial"]], Path(out), checkpoint_every=checkpoint_every, report=tune.report,
+              stop_file=Path(stop_file) if stop_file else None)
+
+
+EXIT_STOPPED = 3
+"""Exit status of a sweep that stopped on request (SIGUSR2) with trials unfinished: rerun with
+``--resume`` (``slurm/sweep.sh`` and ``slurm/array.sh`` requeue their job themselves)."""
+
+STOP_FILE_ENV = "M3FMARL_STOP_FILE"
+STOP_SIGNAL = signal.SIGUSR2
+"""Asks a running sweep to stop soon, losing nothing: each running trial saves its last finished
+iteration and stops.  The Slurm scripts forward Slurm's warning signal (SIGUSR1, before a time
+limit or a preemption) as this one; not SIGUSR1 itself, which Ray Tune takes over during
+``Tuner.fit`` to end the experiment at once (trials killed mid-iteration)."""
+
+
+@contextlib.contextmanager
+def stop_on_signal(out: Path) -> Iterator[Path]:
+    """While the block runs, :data:`STOP_SIGNAL` creates a stop file under ``out`` that every
+    running trial checks after each iteration (from any node: ``out`` is on a shared
+    filesystem): it saves that iteration and stops.  Yields the file's path.
+
+    With ``$M3FMARL_STOP_FILE`` set (the Slurm scripts set it, on the shared filesystem), that
+    file is the stop file: the script creates it itself when Slurm's warning comes, even while
+    this process is still starting, and removes it; a file already there means "stop now"."""
+    given = os.environ.get(STOP_FILE_ENV)
+    path = Path(given) if given else out / LOCK_DIR / f"stop-{os.getpid()}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not given:
+        path.unlink(missing_ok=True)
+
+    def handler(signum: int, frame: Any) -> None:
+        path.touch()
+        print(f"[{time.strftime('%H:%M:%S')}] stop requested ({signal.Signals(signum).name}): running trials save "
+              "their last finished iteration and stop; trials not started stay unstarted; continue with --resume",
+              flush=True)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(STOP_SIGNAL, handler) if main else None
+    try:
+        yield path
+    finally:
+        if main:
+            signal.signal(STOP_SIGNAL, previous)
 
 
 def _fmt(x: float, digits: int = 1) -> str:
@@ -516,6 +579,10 @@ def _make_callback(table: ProgressTable) -> Any:
 
         def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
             name = trial.config["trial"]
+            if (trial.last_result or {}).get("stopped"):
+                table.update(name, "stopped", trial.last_result)
+                event(name, f"stopped on request after iteration {trial.last_result.get('iteration', 0)} (saved)")
+                return
             table.update(name, "finished", trial.last_result)
             ev = table.state[name].get("eval_mean", math.nan)
             event(name, f"finished (eval {_fmt(ev, 2)})")
@@ -589,42 +656,49 @@ def run_sweep(sweep: Campaign, out: Path, *, address: str | None = None, cpus: i
     print(f"sweep {sweep.label} ({sweep.budget} budget): {len(sweep.trials)} trials{shared}, {_fmt_steps(steps)} "
           f"env steps in all; {len(kept)} finished (kept), {len(todo)} to run -> {out}", flush=True)
     table = ProgressTable(sweep, kept, report_every, out=out, slots=1)
+    stopped = False
     if todo:
         _init_ray(address, cpus)
         try:
-            resources = ray.cluster_resources()
-            table.slots = max(1, int(resources.get("CPU", 1) // max(t.cpus for t in todo)))
-            print(f"ray: {int(resources.get('CPU', 0))} CPUs on {len([n for n in ray.nodes() if n['Alive']])} "
-                  f"node(s); {max(t.cpus for t in todo)} CPU per trial; max_failures={max_failures}", flush=True)
-            largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
-            too_big = [t.name for t in todo if t.cpus > largest]
-            if too_big:  # Tune would keep them pending for ever
-                raise SweepError(f"{too_big[0]} needs {trials_cpus(todo, too_big[0])} CPUs, but the largest Ray "
-                                 f"node has {largest:g}")
-            attempt = f"{1 + len(list((out / 'tune').glob('attempt-*')))}-{os.getpid()}"  # unique per sweep process
-            trials = {t.name: t for t in todo}
-            trainable = tune.with_resources(
-                tune.with_parameters(_tune_trainable, trials=trials, out=str(out), checkpoint_every=checkpoint_every),
-                lambda config: {"cpu": trials[config["trial"]].cpus},
-            )
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"trial": tune.grid_search(list(trials))},
-                tune_config=tune.TuneConfig(trial_name_creator=lambda t: t.config["trial"],
-                                            trial_dirname_creator=lambda t: t.config["trial"]),
-                run_config=tune.RunConfig(
-                    name=f"attempt-{attempt}", storage_path=str(out / "tune"), verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=max_failures),
-                    callbacks=[_make_callback(table)],
-                ),
-            )
-            grid = tuner.fit()
-            errors = {r.config["trial"]: r.error for r in grid if r.error is not None}
+            with stop_on_signal(out) as stop_file:
+                resources = ray.cluster_resources()
+                table.slots = max(1, int(resources.get("CPU", 1) // max(t.cpus for t in todo)))
+                print(f"ray: {int(resources.get('CPU', 0))} CPUs on {len([n for n in ray.nodes() if n['Alive']])} "
+                      f"node(s); {max(t.cpus for t in todo)} CPU per trial; max_failures={max_failures}", flush=True)
+                largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+                too_big = [t.name for t in todo if t.cpus > largest]
+                if too_big:  # Tune would keep them pending for ever
+                    raise SweepError(f"{too_big[0]} needs {trials_cpus(todo, too_big[0])} CPUs, but the largest Ray "
+                                     f"node has {largest:g}")
+                attempt = f"{1 + len(list((out / 'tune').glob('attempt-*')))}-{os.getpid()}"  # unique per sweep process
+                trials = {t.name: t for t in todo}
+                trainable = tune.with_resources(
+                    tune.with_parameters(_tune_trainable, trials=trials, out=str(out), checkpoint_every=checkpoint_every,
+                                         stop_file=str(stop_file)),
+                    lambda config: {"cpu": trials[config["trial"]].cpus},
+                )
+                tuner = tune.Tuner(
+                    trainable,
+                    param_space={"trial": tune.grid_search(list(trials))},
+                    tune_config=tune.TuneConfig(trial_name_creator=lambda t: t.config["trial"],
+                                                trial_dirname_creator=lambda t: t.config["trial"]),
+                    run_config=tune.RunConfig(
+                        name=f"attempt-{attempt}", storage_path=str(out / "tune"), verbose=0,
+                        failure_config=tune.FailureConfig(max_failures=max_failures),
+                        callbacks=[_make_callback(table)],
+                    ),
+                )
+                grid = tuner.fit()
+                errors = {r.config["trial"]: r.error for r in grid if r.error is not None}
+                stopped = stop_file.exists()
+                if not os.environ.get(STOP_FILE_ENV):
+                    stop_file.unlink(missing_ok=True)
         finally:
             ray.shutdown()
     else:
         errors = {}
-    return _finish(sweep, out, table, errors)
+    status = _finish(sweep, out, table, errors, stopped)
+    return EXIT_STOPPED if stopped and status else status
 
 
 def trials_cpus(trials: list[Trial], name: str) -> int:
@@ -657,14 +731,14 @@ def summary_rows(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _finish(sweep: Campaign, out: Path, table: ProgressTable, errors: dict[str, Any]) -> int:
+def _finish(sweep: Campaign, out: Path, table: ProgressTable, errors: dict[str, Any], stopped: bool = False) -> int:
     rows = []
     missing = []
     for t in sweep.trials:
         have = evaluated_cells(read_evaluation(trial_dir(out, t)), t.iterations)
         if any(c not in have for c in t.cells):
             missing.append(t.name)
-            table.update(t.name, "FAILED" if t.name in errors else "unfinished")
+            table.update(t.name, "FAILED" if t.name in errors else "stopped" if stopped else "unfinished")
             continue
         row = _last_row(trial_dir(out, t)) or {}
         first = have[t.cells[0]]
@@ -689,6 +763,12 @@ def _finish(sweep: Campaign, out: Path, table: ProgressTable, errors: dict[str, 
         print(f"sweep {sweep.label}: all {len(sweep.trials)} trials finished; results in {out}/summary.csv",
               flush=True)
         return 0
+    if stopped and not errors:
+        files = " ".join(str(e.path) for e in sweep.experiments)
+        print(f"sweep {sweep.label}: stopped on request with {len(missing)} of {len(sweep.trials)} trials unfinished "
+              f"(their last iterations are checkpointed); continue with: m3fmarl sweep {files} --budget {sweep.budget} "
+              f"--out {out} --resume", flush=True)
+        return 1
     print(f"sweep {sweep.label}: {len(missing)} of {len(sweep.trials)} trials not finished:", file=sys.stderr)
     for name in missing:
         err = errors.get(name)
@@ -745,7 +825,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"trial {args.trial_index}/{len(campaign.trials)}: {trial.name}, {trial.iterations} iterations x "
               f"{trial.settings.train_batch_size} env steps -> {trial_dir(out.resolve(), trial)}", flush=True)
         _init_ray(args.address, args.cpus or trial.cpus)
-        m = run_trial(trial, out.resolve(), checkpoint_every=args.checkpoint_every, echo=True)
+        with stop_on_signal(out.resolve()) as stop_file:
+            m = run_trial(trial, out.resolve(), checkpoint_every=args.checkpoint_every, echo=True, stop_file=stop_file)
+            if not os.environ.get(STOP_FILE_ENV):
+                stop_file.unlink(missing_ok=True)
+        if m.get("stopped"):
+            print(f"trial {trial.name}: stopped on request at iteration {m['iteration']}; rerun the same command to "
+                  "continue it", flush=True)
+            return EXIT_STOPPED
         print(f"trial {trial.name}: finished, evaluation {m['eval_mean']:.2f} ± {m['eval_ci95']:.2f}", flush=True)
         return 0
     check_ledger(out, campaign, resume=args.resume, create=False)

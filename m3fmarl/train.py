@@ -41,6 +41,7 @@ from m3fmarl import registry
 from m3fmarl.config import ConfigError, load_algorithm, settings_class
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import check_choice, check_num_minors
+from m3fmarl.util import use_cpus
 
 def is_multiagent(algo: str) -> bool:
     """True for algorithms trained on the multi-agent view (their policies act per agent)."""
@@ -359,11 +360,26 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class TrainingStopped(Exception):
+    """Training was asked to stop (a stop file appeared, e.g. at a Slurm time limit) and stopped
+    after a finished iteration, saved as a checkpoint; ``--resume`` continues it."""
+
+    def __init__(self, run_dir: Path, iteration: int) -> None:
+        super().__init__(f"{run_dir}: stopped on request after iteration {iteration} (checkpoint saved)")
+        self.run_dir = run_dir
+        self.iteration = iteration
+
+
 def train(
     spec: RunSpec, run_dir: str | Path, *, settings: Any = None, resume: bool = False, checkpoint_every: int = 10,
     keep_checkpoints: int = 3, argv: list[str] | None = None, log: Callable[[str], None] = print,
+    stop_file: Path | None = None, cpus: int = 1,
 ) -> Path:
     """Train ``spec`` into ``run_dir`` (or continue it with ``resume``); returns the run directory.
+
+    ``cpus``: cores this training may use (a trial's ``cpus``): the learner's torch threads and
+    the exact-OT solves of 2G and Formation run on that many threads (the numbers do not depend
+    on it: same seed, same result).
 
     Exact resume: every iteration is a function of the algorithm state at its start (weights,
     optimiser, KL coefficient, counters, the last 100 episode returns) and of (seed, iteration)
@@ -373,6 +389,10 @@ def train(
     checkpoint), never the half-trained one.  After SIGKILL, ``--resume`` restarts from the last
     checkpoint, drops the progress rows after it, and retrains those iterations to the same
     numbers.
+
+    ``stop_file``: when this file exists after an iteration, the iteration is saved as a
+    checkpoint and :class:`TrainingStopped` is raised (how a sweep stops its trials before a
+    Slurm time limit or a preemption, from any node of a shared filesystem).
     """
     run_dir = Path(run_dir)
     if settings is None:
@@ -386,10 +406,11 @@ def train(
     import logging
 
     import ray
-    import torch
 
     logging.getLogger("ray.rllib").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
+    use_cpus(cpus)
+    record["invocations"][-1]["cpus"] = int(cpus)
+    write_run_record(run_dir, record)
     if not ray.is_initialized():
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  configure_logging=True, logging_level="ERROR")
@@ -445,10 +466,14 @@ def train(
                 log(progress_line(row, spec.iterations, per_iter * (spec.iterations - iteration), last_return))
                 if math.isfinite(row["episode_return_mean"]):
                     last_return = row["episode_return_mean"]
-                if iteration % checkpoint_every == 0 or iteration == spec.iterations:
+                stop_now = stop_file is not None and Path(stop_file).exists()
+                if iteration % checkpoint_every == 0 or iteration == spec.iterations or stop_now:
                     save_checkpoint(algo, run_dir, spec, iteration, row["env_steps"], keep_checkpoints,
                                     state=pickle.loads(snapshot), time_total_s=row["time_total_s"])
                     saved = iteration
+                if stop_now and iteration < spec.iterations:
+                    log(f"stop requested ({stop_file}): saved iteration {iteration}; continue with --resume")
+                    raise TrainingStopped(run_dir, iteration)
     except KeyboardInterrupt as stop:
         # keep every finished iteration: the frozen state after the last one, never the
         # half-trained state of the interrupted iteration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,3 +48,31 @@ def int_list(name: str, values: int | Sequence[int]) -> list[int]:
     if not vals:
         raise ValueError(f"{name} must not be empty")
     return [int(v) for v in vals]
+
+
+CPUS_ENV = "M3FMARL_CPUS"
+"""Environment variable holding the CPUs this process may use for its numerical work (a trial's
+``cpus``; default 1)."""
+
+
+def process_cpus() -> int:
+    """The CPUs this process may use: torch intra-op threads of the learner and of policy
+    inference, and the threads of the exact-OT solves (:func:`use_cpus`; default 1)."""
+    try:
+        return max(1, int(os.environ.get(CPUS_ENV, "1")))
+    except ValueError:
+        return 1
+
+
+def use_cpus(n: int) -> None:
+    """Let this process use ``n`` CPUs (a trial given ``cpus: n``): torch runs ``n`` intra-op
+    threads and the exact-OT solves of a vector env run on ``n`` threads.  One process per trial,
+    so trials packed on a node by their ``cpus`` never oversubscribe it."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"cpus must be >= 1, got {n}")
+    os.environ[CPUS_ENV] = str(n)
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

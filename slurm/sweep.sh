@@ -3,7 +3,7 @@
 #
 #   sbatch slurm/sweep.sh experiments/table2.yaml --budget reduced
 #   sbatch --nodes=4 --ntasks-per-node=1 --cpus-per-task=48 slurm/sweep.sh experiments/fig5.yaml --budget paper
-#   sbatch slurm/sweep.sh experiments/table2.yaml --budget reduced --resume     # after a crash / timeout
+#   sbatch slurm/sweep.sh experiments/table2.yaml --budget reduced --resume     # after a crash
 #   sbatch slurm/sweep.sh experiments/*.yaml --budget paper --out results/paper/sweep   # every experiment:
 #                                                   # trials shared by several experiments run once
 #
@@ -16,11 +16,25 @@
 # filesystem all nodes share.  The Python environment: $M3FMARL_VENV, else ./.venv of the submit directory,
 # else whatever `m3fmarl` is on PATH (sbatch exports the caller's environment).
 #
+#
+# Time limits and preemption: Slurm sends the script SIGUSR1 10 minutes before the job's time
+# limit (--signal), and when a preemption is announced; the script passes it to the sweep, whose
+# running trials save their last finished iteration and stop; Ray is torn down and the job
+# requeues itself (scontrol requeue). The requeued job (same job id, SLURM_RESTART_COUNT > 0)
+# continues the sweep with --resume: finished trials are kept, stopped ones continue from their
+# checkpoints. So a sweep whose trials outlive any time limit runs unattended to the end; the log
+# (appended to, across the job's runs) says when each run hands over and the next picks up.
+# Leave 10 minutes for the longest iteration plus a checkpoint; give more with
+# --signal=B:USR1@<seconds> if a paper-budget iteration takes longer.
+#
 # Defaults below are for one small node; override them on the sbatch command line.
 #SBATCH --job-name=m3fmarl-sweep
 #SBATCH --cpus-per-task=2
 #SBATCH --mem-per-cpu=3G
 #SBATCH --time=24:00:00
+#SBATCH --signal=B:USR1@600
+#SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --output=slurm-sweep-%j.out
 set -euo pipefail
 
@@ -38,8 +52,32 @@ if [ -z "$venv" ] && [ -x .venv/bin/m3fmarl ]; then venv=.venv; fi
 if [ -n "$venv" ]; then source "$venv/bin/activate"; fi
 command -v m3fmarl >/dev/null || { echo "m3fmarl is not on PATH (set M3FMARL_VENV)" >&2; exit 2; }
 
+STOPPED=3  # m3fmarl sweep's exit status after stopping on request with trials unfinished
+# The request: this file appears (on the filesystem the nodes share; the trials look for it
+# after each iteration). Not a signal to the sweep: Ray Tune takes SIGUSR1 to kill its trials,
+# and the sweep may still be starting when Slurm's warning comes.
+export M3FMARL_STOP_FILE=$PWD/.m3fmarl-stop-$SLURM_JOB_ID
+rm -f "$M3FMARL_STOP_FILE"
+sweep_pid=""
+interrupted=0
+stop_asked=""  # usr1: requeue after stopping; term: scancel, or a preemption that requeues by itself
+on_signal() {
+  interrupted=1
+  [ -n "$stop_asked" ] && [ "$1" = usr1 ] || stop_asked=$1
+  echo "[sweep.sh] $(date '+%F %T') SIG${1^^} ($2): running trials save their last finished iteration and stop"
+  touch "$M3FMARL_STOP_FILE"
+}
+trap 'on_signal usr1 "time limit near or preemption announced"' USR1
+trap 'on_signal term "job cancelled or preempted"' TERM
+
+args=("$@")
+restarts=${SLURM_RESTART_COUNT:-0}
+if [ "$restarts" -gt 0 ]; then
+  case " $* " in *" --resume "*) ;; *) args+=(--resume) ;; esac
+  echo "[sweep.sh] $(date '+%F %T') job $SLURM_JOB_ID picks up (run $((restarts + 1))): m3fmarl sweep ${args[*]}"
+fi
 # Check the experiment and the arguments before starting any Ray process (exit 2 on bad input).
-m3fmarl sweep "$@" --list >/dev/null
+m3fmarl sweep "${args[@]}" --list >/dev/null
 
 export OMP_NUM_THREADS=1 RAY_USAGE_STATS_ENABLED=0
 # `ray start --block` would spend up to 30 s draining its node on SIGTERM; nothing to drain here.
@@ -93,6 +131,8 @@ await_exit() {
 
 teardown() {
   local rc=$?
+  trap - USR1 TERM
+  rm -f "$M3FMARL_STOP_FILE"
   echo "[sweep.sh] stopping Ray"
   if [ ${#worker_pids[@]} -gt 0 ]; then
     term_steps ray-worker
@@ -105,6 +145,12 @@ teardown() {
   wait 2>/dev/null || true
   srun --overlap --nodes="${SLURM_JOB_NUM_NODES:-1}" --ntasks="${SLURM_JOB_NUM_NODES:-1}" --ntasks-per-node=1 \
     rm -rf "$ray_tmp" 2>/dev/null || true
+  if [ "$rc" = "$STOPPED" ] && [ "$stop_asked" = usr1 ]; then
+    # The sweep stopped on the warning signal with trials unfinished: run again, same job id.
+    echo "[sweep.sh] $(date '+%F %T') job $SLURM_JOB_ID hands over: requeued; the next run continues with --resume"
+    scontrol requeue "$SLURM_JOB_ID" && exit 0
+    echo "[sweep.sh] scontrol requeue failed: resubmit with --resume" >&2
+  fi
   echo "[sweep.sh] done (exit $rc)"
   exit "$rc"
 }
@@ -147,8 +193,19 @@ while (alive := sum(n["Alive"] for n in ray.nodes())) < want:
 print(f"[sweep.sh] Ray cluster: {alive} node(s), {int(ray.cluster_resources()['CPU'])} CPUs", flush=True)
 PY
 
-set +e
-m3fmarl sweep "$@" --address "$head_ip:$gcs_port"
-status=$?
-set -e
+[ -z "$stop_asked" ] || exit "$STOPPED"  # the signal came while Ray started
+# In the background, so that the trap runs at once (bash defers traps until a foreground
+# command ends); `wait` returns early when the trap runs, so wait again until the sweep exits.
+m3fmarl sweep "${args[@]}" --address "$head_ip:$gcs_port" &
+sweep_pid=$!
+while :; do
+  interrupted=0
+  status=0
+  wait "$sweep_pid" || status=$?
+  [ "$interrupted" = 1 ] || break
+  kill -0 "$sweep_pid" 2>/dev/null && continue
+  status=0
+  wait "$sweep_pid" || status=$?  # it ended while the trap ran: its own exit status
+  break
+done
 exit "$status"

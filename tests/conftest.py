@@ -20,8 +20,8 @@ settings.load_profile("ci")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 """The project's shared folder beside a developer checkout (spec, tools); a user's clone has
-none, and nothing in the suite needs it except checks *against* the spec (skipped without it)
-and the Slurm tests' local-slurm tool."""
+none, and nothing in the suite needs it: only checks *against* the spec read it (skipped
+without it); the Slurm tests bring up their own cluster (slurm/testbed.py)."""
 PROBLEM_NAMES = ["two-gaussians", "formation", "beach-bar", "foraging", "potential"]
 
 

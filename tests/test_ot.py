@@ -148,3 +148,47 @@ def test_batch_bad_input_raises():
         ot_cost_batch(np.zeros((2, 3, 2)), np.zeros((3, 4, 2)))
     with pytest.raises(ValueError):
         ot_cost_batch(np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+def test_a_trials_cpus_set_the_ot_and_torch_threads(monkeypatch):
+    """use_cpus(k) (a trial given `cpus: k`, or `m3fmarl train --cpus k`): the exact-OT solves of
+    a batch run on k threads and torch on k intra-op threads; the costs do not change."""
+    import threading
+
+    import torch
+
+    from m3fmarl.util import CPUS_ENV, process_cpus, use_cpus
+
+    monkeypatch.delenv("M3FMARL_OT_THREADS", raising=False)
+    before = torch.get_num_threads()
+    rng = np.random.default_rng(0)
+    x, p = rng.normal(size=(16, 300, 2)), rng.normal(size=(16, 100, 2))  # ≈ 2 ms per solve
+
+    def solver_threads() -> set[str]:
+        seen: set[str] = set()
+        original = ot_cost.__globals__["_solve"]
+
+        def spy(m):  # noqa: ANN001
+            seen.add(threading.current_thread().name)
+            return original(m)
+
+        monkeypatch.setitem(ot_cost.__globals__, "_solve", spy)
+        try:
+            costs.append(ot_cost_batch(x, p))
+        finally:
+            monkeypatch.setitem(ot_cost.__globals__, "_solve", original)
+        return seen
+
+    costs: list[np.ndarray] = []
+    try:
+        monkeypatch.setenv(CPUS_ENV, "1")
+        assert solver_threads() == {threading.current_thread().name}
+        use_cpus(2)
+        assert process_cpus() == 2 and torch.get_num_threads() == 2
+        names = solver_threads()
+        assert len(names) == 2 and all(n.startswith("m3fmarl-ot") for n in names)
+        np.testing.assert_array_equal(costs[0], costs[1])
+        with pytest.raises(ValueError, match="cpus must be >= 1"):
+            use_cpus(0)
+    finally:
+        torch.set_num_threads(before)

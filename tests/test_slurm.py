@@ -1,9 +1,10 @@
 """slurm/sweep.sh (Ray cluster inside the job) and slurm/array.sh (one trial per array task)
-under a real Slurm: ../shared/tools/local-slurm (slurmctld + slurmd on this machine).
+under a real Slurm: slurm/testbed.py (slurmctld + slurmd on this machine, brought up here).
 
-The module brings local-slurm up itself and skips only when local-slurm reports that it cannot
-run on this machine (not root, apt unavailable, a foreign slurm.conf or Slurm already running);
-any other failure of `up` fails the tests."""
+The module brings the testbed up itself (or uses a Slurm that already answers on the default
+configuration, e.g. one CI started) and skips only when the testbed reports that it cannot run
+on this machine (exit 3: not root, no apt, Slurm's ports taken); any other failure of `up` fails
+the tests."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,10 +23,9 @@ import pytest
 from m3fmarl.experiments import load_experiment
 from tests.conftest import REPO, progress_rows
 
-SHARED = Path(os.environ.get("M3FMARL_SHARED", REPO.parent / "shared"))
-LOCAL_SLURM = SHARED / "tools" / "local-slurm"
+TESTBED = REPO / "slurm" / "testbed.py"
+TESTBED_CONF = Path(os.environ.get("M3FMARL_SLURM_DIR", "/tmp/m3fmarl-slurm")) / "slurm.conf"
 STATE = Path("/tmp/m3fmarl-slurm-tests.json")
-CANNOT_RUN = re.compile(r"must run as root|apt-get failed|not written by local-slurm|already in use")
 RUN_DIR_ENTRIES = {"run.json", "config.yaml", "progress.csv", "tb", "checkpoints", "evaluation.json"}
 
 EXPERIMENT = """\
@@ -46,52 +47,63 @@ SHORT_NAMES = [f"{p}__m3fppo__N5__s{s}" for p in ("beach-bar", "potential") for 
 pytestmark = pytest.mark.slow
 
 
-def _slurm_env() -> dict[str, str]:
-    """local-slurm's environment: without OMP_* (conftest sets OMP_NUM_THREADS=1, and GNU
-    `nproc`, which sizes the Slurm node, honours it: the node would get 1 CPU)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+def _default_slurm_answers() -> bool:
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    try:
+        r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and bool(r.stdout.strip())
 
 
 @contextlib.contextmanager
 def _shared_state():
-    """The users of local-slurm among concurrent pytest workers (xdist), under a file lock:
-    Slurm is brought down only when the last user is done, and only if the tests started it."""
+    """The users of the testbed among concurrent pytest workers (xdist), under a file lock:
+    it is brought down only when the last user is done, and only if the tests started it."""
     with open(STATE.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             state = json.loads(STATE.read_text())
         except (OSError, json.JSONDecodeError):
-            state = {"users": 0, "started": False}
+            state = {"users": 0, "started": False, "conf": None}
         yield state
         STATE.write_text(json.dumps(state))
 
 
 @pytest.fixture(scope="module")
 def slurm():
-    if not LOCAL_SLURM.is_file():
-        pytest.fail(f"{LOCAL_SLURM} not found (set M3FMARL_SHARED to the shared/ folder)")
     with _shared_state() as state:
         if state["users"] == 0:
-            status = subprocess.run([str(LOCAL_SLURM), "status"], capture_output=True, text=True, timeout=60,
-                                    env=_slurm_env())
-            state["started"] = not (status.returncode == 0 and "not running" not in status.stdout)
-        up = subprocess.run([str(LOCAL_SLURM), "up"], capture_output=True, text=True, timeout=600, env=_slurm_env())
-        if up.returncode == 0:
-            state["users"] += 1
-    if up.returncode != 0:
-        text = up.stdout + up.stderr
-        if CANNOT_RUN.search(text):
-            pytest.skip(f"local-slurm cannot run here: {text.strip().splitlines()[-1]}")
-        pytest.fail(f"local-slurm up failed:\n{text[-3000:]}")
+            if _default_slurm_answers():
+                state.update(started=False, conf=None)
+            else:
+                running = subprocess.run([sys.executable, str(TESTBED), "status"], capture_output=True, text=True,
+                                         timeout=60).returncode == 0
+                up = subprocess.run([sys.executable, str(TESTBED), "up"], capture_output=True, text=True, timeout=900)
+                if up.returncode == 3:
+                    pytest.skip(f"Slurm testbed cannot run here: {up.stderr.strip().splitlines()[-1]}")
+                if up.returncode != 0:
+                    pytest.fail(f"slurm/testbed.py up failed:\n{(up.stdout + up.stderr)[-3000:]}")
+                state.update(started=not running, conf=str(TESTBED_CONF))
+        state["users"] += 1
+        conf = state["conf"]
+    previous = os.environ.get("SLURM_CONF")
+    if conf:
+        os.environ["SLURM_CONF"] = conf  # sbatch/squeue/scontrol here and in the jobs (sbatch exports it)
     yield
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
     with _shared_state() as state:
         state["users"] -= 1
         if state["users"] == 0 and state["started"]:
-            subprocess.run([str(LOCAL_SLURM), "down"], capture_output=True, text=True, timeout=120, env=_slurm_env())
+            subprocess.run([sys.executable, str(TESTBED), "down"], capture_output=True, text=True, timeout=120)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "RAY_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "SBATCH_", "RAY_")) or k == "SLURM_CONF"}
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -201,3 +213,154 @@ def test_array_script_runs_one_trial_per_task_into_the_same_layout(slurm, tmp_pa
     assert _exit_codes(job2) == ["0:0"] * 2
     assert "already finished; nothing to do" in (out / "logs" / f"{names[0]}.log").read_text()
     assert {n: (out / "trials" / n / "evaluation.json").stat().st_mtime_ns for n in names} == before
+
+
+LONG_EXPERIMENT = """\
+id: requeuetest
+problems: [potential]
+grid:
+  - algorithms: [m3fppo]
+    num_minors: [5]
+    seeds: [3]
+    iterations: {iterations}
+evaluation: {{episodes: 5}}
+budgets:
+  smoke:
+    settings:
+      m3fppo: {{train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}}
+"""
+TIMING = {"time_this_iter_s", "time_total_s", "env_steps_per_s", "sample_time_s", "learn_time_s"}
+
+
+def _reference_sweep(exp: Path, out: Path, tmp_path: Path) -> subprocess.Popen:
+    """The same sweep, uninterrupted, on this machine (no Slurm), started in the background."""
+    return subprocess.Popen([str(REPO / ".venv/bin/m3fmarl"), "sweep", str(exp), "--budget", "smoke", "--out",
+                             str(out), "--cpus", "1"], stdout=open(tmp_path / "reference.log", "w"),
+                            stderr=subprocess.STDOUT, env=_env(tmp_path))
+
+
+def _same_run(run: Path, ref: Path, iterations: int) -> None:
+    """``run`` (interrupted and resumed) has every iteration once and the same numbers as ``ref``."""
+    rows, ref_rows = progress_rows(run), progress_rows(ref)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, iterations + 1))
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in rows] == \
+        [{k: v for k, v in r.items() if k not in TIMING} for r in ref_rows]
+    trained = re.findall(r" iter (\d+)/\d+ \|", (run.parent.parent / "logs" / f"{run.name}.log").read_text())
+    assert sorted(map(int, trained)) == list(range(1, iterations + 1)), "an iteration was trained twice"
+    ev, ref_ev = (json.loads((d / "evaluation.json").read_text())["results"] for d in (run, ref))
+    assert ev == ref_ev
+
+
+def _restarts(job: str) -> int:
+    info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return int(re.search(r"\bRestarts=(\d+)", info).group(1))
+
+
+def test_sbatch_sweep_outlives_its_time_limit_by_requeueing_itself(slurm, tmp_path):
+    """A 3-minute job whose trial needs several: Slurm's warning (SIGUSR1 90 s before the limit)
+    makes the trial save its last iteration and stop, the job requeues itself and resumes, ≥ 2
+    times; the trial ends with every iteration trained once and the same progress rows and
+    evaluation as an uninterrupted run.  300 iterations ≈ 160 s of training here (≈ 45 s per
+    run): ≥ 2 requeues even on a machine 1.5× faster."""
+    iterations = 300
+    exp = tmp_path / "requeuetest.yaml"
+    exp.write_text(LONG_EXPERIMENT.format(iterations=iterations))
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    sub = subprocess.run(["sbatch", "--parsable", "--ntasks=1", "--cpus-per-task=1", "--time=3",
+                          "--signal=B:USR1@90", f"--output={tmp_path}/job-%j.out", "slurm/sweep.sh", str(exp),
+                          "--budget", "smoke", "--out", str(out), "--checkpoint-every", "50"],
+                         cwd=REPO, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
+    reference = _reference_sweep(exp, ref, tmp_path)
+    try:
+        _wait_job(job, 1800)
+    finally:
+        assert reference.wait(timeout=900) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    log = (tmp_path / f"job-{job}.out").read_text()
+    restarts = _restarts(job)
+    assert _exit_codes(job)[:1] == ["0:0"], log[-4000:]
+    assert restarts >= 2, log[-6000:]
+    assert log.count("hands over: requeued") == restarts and log.count("picks up (run ") == restarts
+    assert "all 1 trials finished" in log
+    name = load_experiment(exp, "smoke").trials[0].name
+    _same_run(out / "trials" / name, ref / "trials" / name, iterations)
+    assert not list(REPO.glob(".m3fmarl-stop-*"))
+    print(f"sweep.sh across {restarts} requeues: same rows and evaluation as the uninterrupted run")
+
+
+def test_array_task_hands_over_on_the_warning_signal_and_continues_its_trial(slurm, tmp_path):
+    """slurm/array.sh: SIGUSR1 to the batch shell (as Slurm sends before a time limit) mid-trial:
+    the trial saves its last finished iteration, the task requeues itself and its next run
+    finishes the trial from there, equal to an uninterrupted run."""
+    iterations = 60
+    exp = tmp_path / "requeuetest.yaml"
+    exp.write_text(LONG_EXPERIMENT.format(iterations=iterations))
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    name = load_experiment(exp, "smoke").trials[0].name
+    sub = subprocess.run(["sbatch", "--parsable", "--array=0-0", f"--output={tmp_path}/task-%A_%a.out",
+                          "slurm/array.sh", str(exp), "--budget", "smoke", "--out", str(out),
+                          "--checkpoint-every", "50"],
+                         cwd=REPO, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
+    reference = _reference_sweep(exp, ref, tmp_path)
+    progress = out / "trials" / name / "progress.csv"
+    deadline = time.monotonic() + 600
+    while not (progress.exists() and len(progress.read_text().splitlines()) > 15):
+        assert time.monotonic() < deadline, "the trial did not reach iteration 15"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", f"{job}_0"], check=True)
+    try:
+        _wait_job(job, 900)
+    finally:
+        assert reference.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    log = (tmp_path / f"task-{job}_0.out").read_text()
+    assert _exit_codes(job)[:1] == ["0:0"], log[-4000:]
+    assert _restarts(f"{job}_0") == 1, log[-4000:]
+    assert "hands over: requeued" in log and "picks up (run 2)" in log, log[-4000:]
+    _same_run(out / "trials" / name, ref / "trials" / name, iterations)
+
+
+def test_sbatch_sweep_survives_a_lost_worker_node(slurm, tmp_path):
+    """Two Ray nodes (head + worker task), one trial on each; the worker's Slurm task is killed
+    (SIGKILL) mid-trial: its trial is retried on the remaining node from its last checkpoint
+    (every 5 iterations), so at most 5 iterations are trained again; the sweep finishes with
+    every progress row once."""
+    iterations = 60
+    exp = tmp_path / "lostnode.yaml"
+    exp.write_text(LONG_EXPERIMENT.format(iterations=iterations).replace("seeds: [3]", "seeds: [3, 4]"))
+    out = tmp_path / "out"
+    sub = subprocess.run(["sbatch", "--parsable", "--ntasks=2", "--cpus-per-task=1",
+                          f"--output={tmp_path}/job-%j.out", "slurm/sweep.sh", str(exp), "--budget", "smoke",
+                          "--out", str(out), "--checkpoint-every", "5"],
+                         cwd=REPO, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
+    names = [t.name for t in load_experiment(exp, "smoke").trials]
+    deadline = time.monotonic() + 600
+    while not all((out / "trials" / n / "progress.csv").exists()
+                  and len((out / "trials" / n / "progress.csv").read_text().splitlines()) > 12 for n in names):
+        assert time.monotonic() < deadline, (tmp_path / f"job-{job}.out").read_text()[-3000:]
+        time.sleep(0.2)
+    steps = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"], capture_output=True, text=True).stdout
+    worker_step = next(line.split()[0] for line in steps.splitlines() if line.split()[1] == "ray-worker")
+    subprocess.run(["scancel", "--signal=KILL", worker_step], check=True)
+    _wait_job(job, 900)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert _exit_codes(job)[:1] == ["0:0"], log[-4000:]
+    assert "all 2 trials finished" in log and "restarted (retry 1)" in log, log[-4000:]
+    restarted = 0
+    for name in names:
+        trial_log = (out / "logs" / f"{name}.log").read_text()
+        rows = progress_rows(out / "trials" / name)
+        assert [int(r["iteration"]) for r in rows] == list(range(1, iterations + 1)), name
+        trained = list(map(int, re.findall(r" iter (\d+)/\d+ \|", trial_log)))
+        resumed = [int(i) for i in re.findall(r"resumed \S+ from iteration (\d+)", trial_log)]
+        if resumed:
+            restarted += 1
+            assert resumed[0] >= 10 and len(trained) - iterations <= 5, (name, resumed, len(trained))
+            assert len(set(re.findall(r"ray node (\w+)", trial_log))) == 2  # restarted on the other node
+        else:
+            assert sorted(trained) == list(range(1, iterations + 1))
+    assert restarted == 1

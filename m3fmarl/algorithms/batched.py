@@ -39,16 +39,19 @@ from ray.rllib.utils.metrics import (
 )
 
 from m3fmarl.sampling import iteration_seeds, seed_globals
+from m3fmarl.util import process_cpus
 
 STATE_KEY = "m3f_sampling"
 """Algorithm-state key of the sampling bookkeeping (iterations done, recent returns)."""
 
 
-def set_torch_threads(n: int = 1) -> None:
-    """``n`` intra-op torch threads (default one: the 2-core budget is shared by sampling and
-    learning, and thread contention made training 11× slower)."""
+def set_torch_threads(n: int | None = None) -> None:
+    """``n`` intra-op torch threads; default the process's CPUs (:func:`m3fmarl.util.process_cpus`:
+    1 unless the trial was given more — sampling and learning share the trial's cores, and thread
+    contention made training 11× slower)."""
     import torch
 
+    n = process_cpus() if n is None else n
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

@@ -67,6 +67,8 @@ from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
+from m3fmarl.util import process_cpus
+
 logger = logging.getLogger(__name__)
 
 try:  # POT's compiled network simplex; a private module, so fall back to ot.emd2 if it moves.
@@ -86,7 +88,10 @@ def _available_cores() -> int:
 
 
 def _default_threads() -> int:
-    raw = os.environ.get("M3FMARL_OT_THREADS", "1")
+    """``$M3FMARL_OT_THREADS`` if set, else the process's CPUs (a trial's ``cpus``, default 1)."""
+    raw = os.environ.get("M3FMARL_OT_THREADS")
+    if raw is None:
+        return process_cpus()
     if raw == "auto":
         return max(1, min(_available_cores(), 8))
     try:
@@ -95,10 +100,11 @@ def _default_threads() -> int:
         raise ValueError(f"M3FMARL_OT_THREADS must be an integer >= 1 or 'auto', got {raw!r}") from None
 
 
-NUM_THREADS: int = _default_threads()
-"""Default thread count of :func:`ot_cost_batch`: 1, so that an env process uses one core like
-every other part of the stack (``OMP_NUM_THREADS=1``); ``M3FMARL_OT_THREADS=auto`` (or a number)
-lets one process solve the copies of a vector env on several cores."""
+# ot_cost_batch's default thread count is read at each call: the process's CPUs
+# (m3fmarl.util.use_cpus; 1 unless a trial was given more, so that a process uses its share of
+# cores like every other part of the stack), or M3FMARL_OT_THREADS (a number, or "auto" for every
+# core up to 8) when set.  A bad value fails at import:
+_default_threads()
 
 ASSIGNMENT_MAX_SIZE = 64
 """Largest L = lcm(N, K) solved as an L × L assignment; above it the network simplex is faster."""
@@ -205,7 +211,7 @@ def ot_cost_batch(x: NDArray, p: NDArray, num_threads: int | None = None) -> NDA
     Args:
         x: ``(B, N, d)`` points.
         p: ``(B, K, d)`` points.
-        num_threads: worker threads (default :data:`NUM_THREADS`); the result does not depend
+        num_threads: worker threads (default: the process's CPUs, or ``$M3FMARL_OT_THREADS``); the result does not depend
             on it.
 
     Returns:
@@ -213,7 +219,7 @@ def ot_cost_batch(x: NDArray, p: NDArray, num_threads: int | None = None) -> NDA
     """
     x, p = _check_points(x, p, batched=True)
     b = x.shape[0]
-    threads = NUM_THREADS if num_threads is None else int(num_threads)
+    threads = _default_threads() if num_threads is None else int(num_threads)
 
     def solve(i: int) -> float:
         return _solve(squared_distances(x[i], p[i]))
