@@ -298,7 +298,7 @@ def merge_sweeps(sweeps: list[Sweep] | tuple[Sweep, ...]) -> Campaign:
 _TOP_KEYS = ("id", "description", "variant", "problems", "grid", "evaluation", "budgets")
 _BLOCK_KEYS = ("algorithms", "problems", "num_minors", "seeds", "iterations", "settings", "cpus", "evaluation",
                "budgets")
-_OVERRIDE_KEYS = ("problems", "num_minors", "seeds", "iterations", "settings", "evaluation")
+_OVERRIDE_KEYS = ("problems", "num_minors", "seeds", "iterations", "settings", "cpus", "evaluation")
 _BLOCK_OVERRIDE_KEYS = ("algorithms", "problems", "num_minors", "seeds", "iterations", "settings", "cpus",
                         "evaluation")
 _EVAL_KEYS = tuple(f.name for f in dataclasses.fields(Evaluation))
@@ -471,7 +471,7 @@ def _block_fields(ctx: _Ctx, block: _Map, valid_algos: tuple[str, ...], allowed:
         elif k == "settings":
             out[k] = _settings(ctx, block, k, v, valid_algos)
         elif k == "cpus":
-            out[k] = _int(ctx, block, k, v, "cpus", 1)
+            out[k] = _per_problem(ctx, block, k, v, "cpus", lambda par, kk, vv, label: _int(ctx, par, kk, vv, label, 1))
         elif k == "evaluation":
             _mapping(ctx, block, k, v, _EVAL_KEYS, "evaluation")  # merged by the caller
     return out
@@ -548,7 +548,7 @@ def load_experiment(path: str | Path, budget: str = "paper", algorithms: tuple[s
             if name == budget:
                 block_override, block_eval = bf, ev
         evaluation_obj = Evaluation(**block_eval)
-        resolved = {"problems": problems, "settings": {}, "cpus": 1, **fields}
+        resolved = {"problems": problems, "settings": {}, "cpus": {"default": 1}, **fields}
         for override in (top_override, block_override):
             for k, v in override.items():
                 resolved[k] = _merge_settings(resolved["settings"], v) if k == "settings" else v
@@ -573,8 +573,9 @@ def load_experiment(path: str | Path, budget: str = "paper", algorithms: tuple[s
                 iterations = its.get(problem, its.get("default"))
                 if iterations is None:
                     raise ctx.fail(block, "iterations", f"{where}: no iterations for {problem} (add a 'default')")
+                cpus = resolved["cpus"]
                 trial = Trial(problem, algo, n, seed, iterations, variant, settings, evaluation_obj,
-                              resolved["cpus"])
+                              cpus.get(problem, cpus.get("default", 1)))
                 if trial.name in trials:
                     raise ctx.fail(block, None, f"trial {trial.name} is defined twice (also at {lines[trial.name]})")
                 trials[trial.name] = trial

@@ -378,8 +378,10 @@ def train(
     """Train ``spec`` into ``run_dir`` (or continue it with ``resume``); returns the run directory.
 
     ``cpus``: cores this training may use (a trial's ``cpus``): the learner's torch threads and
-    the exact-OT solves of 2G and Formation run on that many threads (the numbers do not depend
-    on it: same seed, same result).
+    the exact-OT solves of 2G and Formation run on that many threads.  Same seed and same
+    ``cpus`` give the same numbers; the OT costs do not depend on ``cpus``, but torch's float
+    sums in the learner do (in the last digits), so a run resumed with another ``cpus`` is still
+    a valid run but not bit-identical to an uninterrupted one.
 
     Exact resume: every iteration is a function of the algorithm state at its start (weights,
     optimiser, KL coefficient, counters, the last 100 episode returns) and of (seed, iteration)

@@ -120,3 +120,21 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path: Pa
     assert "warning: checkpoint iter_000006 cannot be restored" in again.stdout
     assert "resumed" in again.stdout and "from iteration 3" in again.stdout
     assert [int(r["iteration"]) for r in progress_rows(run)] == list(range(1, 8))
+
+
+def test_a_run_on_two_cpus_is_reproducible_and_records_them(tmp_path: Path) -> None:
+    """`--cpus 2` (learner and OT threads): two runs with one seed give the same rows; run.json
+    records the CPUs of the invocation."""
+    config = tmp_path / "settings.yaml"
+    config.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in SETTINGS.items()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = []
+    for name in ("a", "b"):
+        cmd = [*_command(tmp_path / name, config, "--cpus", "2")]
+        cmd[cmd.index("--iterations") + 1] = "4"
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs.append(tmp_path / name)
+    assert _rows(runs[0]) == _rows(runs[1]) and len(_rows(runs[0])) == 4
+    record = json.loads((runs[0] / "run.json").read_text())
+    assert [inv["cpus"] for inv in record["invocations"]] == [2]

@@ -789,3 +789,20 @@ budgets:
     assert log.count("waiting for trial") == 1 and _starts(out, name) == 2
     ledger = json.loads((out / "sweep.json").read_text())
     assert sorted(e["experiment"] for e in ledger["experiments"]) == ["locka", "lockb"]
+
+
+def test_cpus_per_problem_and_per_budget(tmp_path):
+    """`cpus` maps problems to cores (the OT-bound problems get more in the paper budget) and a
+    budget override replaces it; the trial names do not depend on it."""
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD.replace("    iterations: 2\n", "    iterations: 2\n    cpus: {default: 1, beach-bar: 3}\n")
+                    .replace("  smoke:\n", "  reduced:\n    cpus: 2\n  smoke:\n"))
+    paper = load_experiment(path, "paper").trials
+    assert {(t.problem, t.cpus) for t in paper} == {("potential", 1), ("beach-bar", 3)}
+    assert {t.cpus for t in load_experiment(path, "reduced").trials} == {2}
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(GOOD)
+    assert [t.name for t in load_experiment(plain, "paper").trials] == [t.name for t in paper]
+    path.write_text(GOOD.replace("    iterations: 2\n", "    iterations: 2\n    cpus: {beech: 2}\n"))
+    with pytest.raises(ConfigError, match=r"t.yaml:\d+: unknown problem 'beech' in cpus"):
+        load_experiment(path, "paper")
