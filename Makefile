@@ -32,7 +32,7 @@ reproduce: $(VENV)/done
 	$(BIN)/m3fmarl reproduce --budget $(BUDGET)
 
 bench: $(VENV)/done
-	$(BIN)/m3fmarl bench envs
+	$(BIN)/m3fmarl bench envs --variant reference
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,6 +17,9 @@ from m3fmarl.util import positive_int
 
 EXIT_USAGE = 2
 
+VARIANT_HELP = ("paper: the dynamics as the paper describes them (the default, everywhere); reference: as the "
+                "authors' code does (the experiments that reproduce the published numbers set it)")
+
 
 class UsageError(Exception):
     """A bad command-line value; printed as one line, exit status 2."""
@@ -341,6 +344,7 @@ def _demo_training(args: argparse.Namespace, out: Path) -> None:
     for label, mean, ci in rows:
         print(f"{label:<36} {mean:>10.2f} {ci:>9.2f}")
     curve = plot_learning_curves([run_dir], out / "learning_curve.png", labels=["M3FPPO (training)"],
+                                 colors=[registry.mf_reference().color],
                                  baselines={rows[1][0]: rows[1][1], rows[2][0]: rows[2][1]},
                                  title="M3FPPO on Potential, N=10 (reference)")
     print(f"\nwrote {curve}")
@@ -354,13 +358,15 @@ def _demo_training(args: argparse.Namespace, out: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from m3fmarl.problems import PROBLEMS, VARIANTS
 
-    parser = argparse.ArgumentParser(prog="m3fmarl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="m3fmarl", description="Major-minor mean-field MARL: the five problems, M3FPPO/M3FA2C and the "
+                                    "baselines, sweeps and the paper's tables and figures.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     problems = ", ".join(PROBLEMS)
 
     p = sub.add_parser("demo", help="roll out every problem, then train and evaluate M3FPPO briefly; save pictures")
     p.add_argument("--num-minors", type=positive_int, default=20, help="N (default 20)")
-    p.add_argument("--variant", choices=VARIANTS, default="paper")
+    p.add_argument("--variant", choices=VARIANTS, default="paper", help=VARIANT_HELP)
     p.add_argument("--episodes", type=positive_int, default=16, help="episodes per policy and problem")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/demo", help="where pictures and the run go (default results/demo)")
@@ -371,14 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("envs", help="list the Gymnasium ids and their spaces")
     p.add_argument("--num-minors", type=positive_int, default=20)
-    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--variant", choices=VARIANTS, default="paper", help=VARIANT_HELP)
     p.add_argument("--switches", action="store_true", help="print every fidelity switch with both presets (Markdown)")
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("rollout", help="returns of a fixed policy (zero ξ or uniform-random) with a 95%% CI")
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
     p.add_argument("--num-minors", type=positive_int, default=20)
-    p.add_argument("--variant", choices=VARIANTS, default="paper")
+    p.add_argument("--variant", choices=VARIANTS, default="paper", help=VARIANT_HELP)
     p.add_argument("--execution", choices=("centralized", "decentralized"), default="centralized")
     p.add_argument("--policy", choices=("zero", "uniform"), default="zero")
     p.add_argument("--episodes", type=positive_int, default=100)
@@ -397,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--iterations", type=positive_int, default=100, help="training iterations (default 100)")
     length.add_argument("--timesteps", type=positive_int, help="env steps (rounded up to whole iterations)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--variant", choices=VARIANTS, default="paper", help=VARIANT_HELP)
     p.add_argument("--config", help="algorithm settings YAML (default configs/algorithms/<algo>.yaml)")
     p.add_argument("--out", help="run directory (default results/runs/<problem>__<algo>__N.._<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -423,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes-factor", type=float, default=1.0,
                    help="our episodes = factor × the reference's count (at least 1×)")
     p.add_argument("--seed", type=int, default=20261125)
-    p.add_argument("--golden", default=None, help="path of reference_returns.csv (default ../shared/golden)")
+    p.add_argument("--golden", default=None, help="path of reference_returns.csv (default: the one shipped in m3fmarl/golden_data)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_golden)
 
@@ -432,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("envs", help="env steps/s of the single and vector env, and the OT solve alone")
     p.add_argument("--problem", type=_problem, action="append", help=f"repeatable; default all of: {problems}")
     p.add_argument("--num-minors", type=positive_int, nargs="+", default=[20, 300])
-    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--variant", choices=VARIANTS, default="paper", help=VARIANT_HELP)
     p.add_argument("--num-envs", type=positive_int, default=64, help="vector env copies (default 64)")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum timing per row")
     p.add_argument("--json", action="store_true")
@@ -442,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=registry.names(), default=registry.mf_reference().name)
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
     p.add_argument("--num-minors", type=positive_int, default=300)
-    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--variant", choices=VARIANTS, default="paper", help=VARIANT_HELP)
     p.add_argument("--iterations", type=positive_int, default=3, help="measured iterations after one warm-up")
     p.add_argument("--train-batch-size", type=positive_int,
                    help="env (joint) steps per iteration instead of the config's (e.g. 2400 for IPPO at N=300)")
@@ -454,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=registry.names("multi-agent"), default=registry.names("multi-agent")[0])
     p.add_argument("--problem", type=_problem, action="append", help=f"repeatable; default all of: {problems}")
     p.add_argument("--num-minors", type=positive_int, nargs="+", default=[20, 300])
-    p.add_argument("--variant", choices=VARIANTS, default="reference")
+    p.add_argument("--variant", choices=VARIANTS, default="paper", help=VARIANT_HELP)
     p.add_argument("--num-envs", type=positive_int, default=24, help="copies stepped together (default 24)")
     p.add_argument("--seconds", type=float, default=3.0, help="minimum timing per row")
     p.add_argument("--json", action="store_true")
@@ -477,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    import logging
+
+    # RLlib 2.60 warns about its own internal RLModuleConfig each time a module is built
+    # ("DeprecationWarning: RLModule(config=...)"); nothing a user can act on.
+    logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -40,6 +40,17 @@ def _check_common(settings: Any, positive: tuple[str, ...]) -> None:
         raise ConfigError(f"lambda_ must be in [0, 1], got {settings.lambda_}")
 
 
+KL_BY_VARIANT: dict[str, tuple[float, float]] = {
+    "reference": (0.2, 0.03),  # code: initial kl_coeff 0.2 (RLlib default), kl_target 0.03
+    "paper": (0.03, 0.01),  # Table 3 read literally: coefficient 0.03, RLlib-1.8 default target
+}
+"""Variant → (initial kl_coeff, kl_target) where the settings say ``null``, spec §1.2."""
+
+MINIBATCHING_BY_VARIANT: dict[str, str] = {"reference": "reference", "paper": "shuffled"}
+"""Variant → minibatching where the settings say ``null`` (the paper does not say; standard PPO
+reshuffles, the authors' stack sliced the collected batch)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOSettings:
     """PPO hyperparameters of M3FPPO (paper Table 3; spec/experiments.md §1.2, §1.10)."""
@@ -80,6 +91,15 @@ class PPOSettings:
     in collection order, only their order permuted per epoch: the authors' RLlib 1.8 + MARLlib
     on one CPU, spec §1.1 item 6); ``null`` = per variant (reference → reference, paper →
     shuffled)."""
+
+    def resolved(self, variant: str) -> "PPOSettings":
+        """The settings as a run of ``variant`` uses them: ``null`` KL coefficient, KL target and
+        minibatching replaced by the variant's values (what ``config.yaml`` of a run records)."""
+        kl_coeff, kl_target = KL_BY_VARIANT[variant]
+        return dataclasses.replace(
+            self, kl_coeff=kl_coeff if self.kl_coeff is None else self.kl_coeff,
+            kl_target=kl_target if self.kl_target is None else self.kl_target,
+            minibatching=self.minibatching or MINIBATCHING_BY_VARIANT[variant])
 
     def __post_init__(self) -> None:
         if self.minibatching is not None and self.minibatching not in MINIBATCHINGS:
@@ -175,6 +195,10 @@ class A2CSettings:
     multiple of rollout_fragment_length × num_envs_per_env_runner."""
     num_envs_per_env_runner: int = 120
     """Copies B of the batched env (120 × 20 × 10 = 24000)."""
+
+    def resolved(self, variant: str) -> "A2CSettings":
+        """The settings as a run of ``variant`` uses them (no per-variant ``null`` here)."""
+        return self
 
     def __post_init__(self) -> None:
         _check_common(self, ("lr", "train_batch_size", "rollout_fragment_length", "num_envs_per_env_runner"))

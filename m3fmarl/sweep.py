@@ -143,6 +143,9 @@ def check_ledger(out: Path, campaign: Campaign, resume: bool, create: bool) -> N
     with ``create``, write the ledger: the experiments already recorded there (kept, so a
     directory can grow experiment by experiment) plus ``campaign``'s, and the distinct trials of
     all of them."""
+    if (out / "run.json").exists():
+        raise SweepError(f"--out {out} is a training run directory (it holds run.json), not a sweep directory; "
+                         "choose another --out")
     stored = _read_ledger(out)
     if stored is not None:
         if stored.get("budget") != campaign.budget:
@@ -677,6 +680,9 @@ def run_sweep(sweep: Campaign, out: Path, *, address: str | None = None, cpus: i
                                          stop_file=str(stop_file)),
                     lambda config: {"cpu": trials[config["trial"]].cpus},
                 )
+                # Ray's new console output would print its own banner and a TensorBoard hint for a
+                # temp dir; the legacy reporter at verbose=0 prints nothing (our table reports).
+                os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
                 tuner = tune.Tuner(
                     trainable,
                     param_space={"trial": tune.grid_search(list(trials))},
@@ -850,8 +856,9 @@ def add_parser(sub: Any) -> None:
                                      "trials shared by several experiments run once")
     p.add_argument("experiments", nargs="+", metavar="EXPERIMENT",
                    help="experiment file(s), e.g. experiments/table2.yaml or experiments/*.yaml")
-    p.add_argument("--budget", choices=BUDGETS, default="paper",
-                   help="smoke (minutes), reduced (one machine) or paper (full length; default)")
+    p.add_argument("--budget", choices=BUDGETS, required=True,
+                   help="smoke (minutes), reduced (one machine, hours) or paper (full length: a cluster, days); "
+                        "required, so that a typo never starts weeks of CPU")
     p.add_argument("--out", help="sweep directory (default results/sweeps/<id>[+<id>...]-<budget>)")
     p.add_argument("--address", help="Ray cluster to use: auto, host:port or ray://host:port (default: start a "
                                      "local Ray with this machine's CPUs)")

@@ -188,8 +188,10 @@ def prepare_run_dir(spec: RunSpec, settings: Any, run_dir: Path, resume: bool, a
         "invocations": [_invocation(argv, resume=False)],
     }
     write_run_record(run_dir, record)
-    header = f"# Resolved {spec.algo} settings of this run ({spec.problem}, N={spec.num_minors}, {spec.variant})\n"
-    (run_dir / "config.yaml").write_text(header + yaml.safe_dump(dataclasses.asdict(settings), sort_keys=False))
+    header = (f"# Resolved {spec.algo} settings of this run ({spec.problem}, N={spec.num_minors}, {spec.variant}): "
+              "per-variant nulls replaced by the values used\n")
+    (run_dir / "config.yaml").write_text(
+        header + yaml.safe_dump(dataclasses.asdict(settings.resolved(spec.variant)), sort_keys=False))
     return record
 
 

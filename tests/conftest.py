@@ -41,3 +41,18 @@ def progress_rows(run_dir: Path) -> list[dict[str, str]]:
 
     with open(run_dir / "progress.csv", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_do_not_start_ray(request, monkeypatch):
+    """A test not marked ``slow`` that starts Ray fails: ``make test-fast`` (``-m "not slow"``)
+    must not train with RLlib."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import ray
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003
+        pytest.fail(f"{request.node.nodeid} starts Ray but is not marked slow")
+
+    if not ray.is_initialized():
+        monkeypatch.setattr(ray, "init", refuse)

@@ -37,6 +37,9 @@ from .conftest import PROBLEM_NAMES, progress_rows
 TINY = PPOSettings(lr=1e-3, train_batch_size=200, minibatch_size=100, num_epochs=2, num_envs_per_env_runner=10)
 
 
+pytestmark = pytest.mark.slow  # every test here trains with RLlib (make test-fast skips them)
+
+
 @pytest.mark.parametrize("algo", ["ippo", "mappo"])
 @pytest.mark.parametrize("problem", PROBLEM_NAMES)
 def test_trains_checkpoints_and_evaluates_every_problem(
@@ -109,7 +112,6 @@ def test_bad_evaluate_input_exits_2(tmp_path: Path, ray_session: None, capsys: p
     assert len(err) == 1 and "IPPO/MAPPO" in err[0]
 
 
-@pytest.mark.slow
 def test_ippo_learns_beach_bar(tmp_path: Path, ray_session: None) -> None:
     settings = PPOSettings(lr=3e-3, train_batch_size=2000, minibatch_size=500, num_epochs=8,
                            num_envs_per_env_runner=20)

@@ -354,3 +354,18 @@ def test_beach_bar_policy_runs_once_per_distinct_cell_with_the_same_outputs() ->
     v_plain = sampler._values(modules, obs, None, None)
     np.testing.assert_allclose(v_shared, v_plain, rtol=1e-5, atol=1e-6)
     assert core.num_own_keys == 26 and MultiAgentCore("formation", 60).own_keys(sampler.state) is None
+
+
+def test_each_agent_samples_its_own_seeded_action_stream():
+    """reset(seed) seeds every agent's action space (seed + i): the agents' samples differ from
+    each other and repeat with the same seed (one shared space seeded N times would not)."""
+    def samples(seed: int) -> dict[str, np.ndarray]:
+        env = m3fmarl.parallel_env("potential", num_minors=3, variant="reference")
+        env.reset(seed=seed)
+        return {a: np.array([env.action_space(a).sample() for _ in range(4)]) for a in env.possible_agents}
+
+    first, again = samples(7), samples(7)
+    agents = list(first)
+    assert all(np.array_equal(first[a], again[a]) for a in agents)
+    assert not np.array_equal(first[agents[0]], first[agents[1]])
+    assert not np.array_equal(first[agents[0]], samples(8)[agents[0]])

@@ -148,7 +148,8 @@ grid:
 evaluation: {episodes: 5}
 """)
     out = tmp_path / "out"
-    p = subprocess.run([str(BIN / "m3fmarl"), "sweep", str(exp), "--address", client, "--out", str(out)],
+    p = subprocess.run([str(BIN / "m3fmarl"), "sweep", str(exp), "--budget", "paper", "--address", client,
+                        "--out", str(out)],
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "ray: 2 CPUs on 1 node(s)" in p.stdout and "all 2 trials finished" in p.stdout

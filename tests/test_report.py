@@ -202,6 +202,7 @@ def _table_csv(out: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(r["problem"], r["algorithm"]): r for r in csv.DictReader(fh)}
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_table2_cells_are_the_best_trials_n20_evaluation(sweeps, names, report):
     rows = _table_csv(report["out"])
     assert {p for p, _ in rows} == {"Potential", "Beach"}  # the problems of the sweep, none else
@@ -236,6 +237,7 @@ def test_table2_cells_are_the_best_trials_n20_evaluation(sweeps, names, report):
     assert rows[("Beach", "IPPO")]["mean"] == ""
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_table2_markdown_labels_rule_budget_and_gaps(sweeps, names, report):
     text = (report["out"] / "table2-smoke.md").read_text()
     assert "smoke budget" in text and "highest training return at its final iteration" in text
@@ -256,6 +258,7 @@ def test_table2_markdown_labels_rule_budget_and_gaps(sweeps, names, report):
     assert body[0].strip("| ").split(" | ")[1] == "not run (paper -350.3 ± 3.4)"
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_report_md_lists_findings_missing_trials_and_embeds_outputs(sweeps, names, report):
     out, proc = report["out"], report["proc"]
     unfinished = names["potential", "mappo", 0]
@@ -275,6 +278,7 @@ def test_report_md_lists_findings_missing_trials_and_embeds_outputs(sweeps, name
     assert proc.stdout.startswith(f"wrote {out / 'report.md'}")
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 @pytest.mark.parametrize(("name", "panels"), [("fig5", 2), ("fig7", 1), ("fig9", 1), ("fig10", 1), ("fig12", 1)])
 def test_pictures_are_pngs_with_one_panel_per_problem(report, name, panels):
     from PIL import Image
@@ -289,11 +293,13 @@ def test_pictures_are_pngs_with_one_panel_per_problem(report, name, panels):
         assert len(img.convert("RGB").getcolors(1 << 24)) > 20  # something is drawn
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_sweep_directories_are_untouched(sweeps, report):
     for key, path in sweeps.items():
         assert _snapshot(path) == report["before"][key], key
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_curves_and_mf_line_come_from_the_trials(sweeps, names):
     (fig5,) = load_sweep(sweeps["fig5"])
     trials = [t for t in fig5.finished if t.problem == "potential"]
@@ -317,6 +323,7 @@ def test_curves_and_mf_line_come_from_the_trials(sweeps, names):
     assert mf_level("beach-bar", [fig7]) is None
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_unknown_experiment_and_empty_sweep_are_reported_not_failed(sweeps, tmp_path):
     other = tmp_path / "custom"
     sweep = _sweep(tmp_path, "x", FIG9.replace("id: fig9", "id: mine"))
@@ -334,6 +341,7 @@ def test_unknown_experiment_and_empty_sweep_are_reported_not_failed(sweeps, tmp_
     assert rep.files == []
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 @pytest.mark.parametrize("case", ["missing", "file", "not-a-sweep", "bad-ledger", "out-inside"])
 def test_bad_input_exits_2_with_one_line(sweeps, tmp_path, case):
     args = {
@@ -435,6 +443,7 @@ def campaign(sweeps, names, tmp_path_factory) -> dict:
     return {"out": out, "exps": exps, "own": own, "report": rep, "stderr": stream.getvalue()}
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_multi_experiment_sweep_reports_one_section_per_experiment(campaign, names, report):
     out, rep = campaign["out"], campaign["report"]
     table2, fig5, fig7, fig9 = campaign["exps"]
@@ -468,6 +477,7 @@ def test_multi_experiment_sweep_reports_one_section_per_experiment(campaign, nam
     assert f"{out} (fig9 (smoke budget)): 2 of 2 trials not finished" in campaign["stderr"]
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_mf_line_is_the_best_table2_trial(sweeps, names, campaign, tmp_path):
     """Figs. 7/12/13's MF level: the best (highest final training return) of the Table 2 M3FPPO
     trials with an N = 20 CE cell whenever a table2 sweep is given, whatever the figure's own grid
@@ -554,6 +564,7 @@ def test_marl_scaling_reference_divides_steps_by_n_plus_1():
     assert marl_scaled(None, gauss, "reference") is None
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_marl_scaling_flag_reaches_the_fig7_curves(sweeps, tmp_path, monkeypatch):
     """`m3fmarl report --marl-scaling reference`: the IPPO curve of fig7 (N = 3) is drawn at env
     steps / 4; the M3FPPO MF line is unchanged; the caption says which scale."""
@@ -603,6 +614,7 @@ def test_iqm_over_seeds_and_the_seeds_table():
     assert seeds_markdown(sweep) == ""  # 2 seeds: no table
 
 
+@pytest.mark.slow  # uses the module's trained sweeps
 def test_an_experiment_sees_only_the_cells_it_asks_for(sweeps, tmp_path):
     """The fig9 trial shared with another experiment that asks it for N = 20: `run_trial` of the
     merged trial evaluates only that missing cell (no training), and each experiment of the

@@ -227,7 +227,7 @@ def test_invalid_definition_fails_before_any_trial(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(GOOD.replace("[potential, beach-bar]", "[potential, beech]"))
     out = tmp_path / "out"
-    p = subprocess.run([*M3FCLI, "sweep", str(path), "--out", str(out)], capture_output=True, text=True,
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--budget", "smoke", "--out", str(out)], capture_output=True, text=True,
                        env=_env(), timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
@@ -348,7 +348,7 @@ evaluation: {{episodes: 5}}
     bad = out / "trials" / names["potential", 1]
     bad.mkdir(parents=True)
     (bad / "notes.txt").write_text("not a run directory")
-    cmd = [*M3FCLI, "sweep", str(exp), "--out", str(out), "--cpus", "2", "--max-failures", "1"]
+    cmd = [*M3FCLI, "sweep", str(exp), "--budget", "paper", "--out", str(out), "--cpus", "2", "--max-failures", "1"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert "1 of 2 trials not finished" in first.stderr
@@ -470,7 +470,8 @@ def test_unreachable_cluster_fails_fast(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(GOOD)
     t0 = time.monotonic()
-    p = subprocess.run([*M3FCLI, "sweep", str(path), "--out", str(tmp_path / "out"), "--address", f"127.0.0.1:{port}"],
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--budget", "paper", "--out", str(tmp_path / "out"),
+                        "--address", f"127.0.0.1:{port}"],
                        capture_output=True, text=True, env=_env(), timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip() == (f"m3fmarl: error: --address 127.0.0.1:{port}: nothing answers there (Connection "
@@ -502,7 +503,7 @@ evaluation: {num_minors: [3, 5], episodes: 4}
 """)
     out = tmp_path / "out"
     names = _names(exp)
-    base = [*M3FCLI, "sweep", str(exp), "--out", str(out)]
+    base = [*M3FCLI, "sweep", str(exp), "--budget", "paper", "--out", str(out)]
     listing = subprocess.run([*base, "--list"], capture_output=True, text=True, env=_env(), timeout=120)
     header = ("# marl (paper budget): 2 distinct trials (2 named by the experiments); index name iterations "
               "env_steps cpus status used_by")
@@ -529,7 +530,7 @@ def test_trial_larger_than_any_node_is_refused(tmp_path):
     ever in Tune: refused with one line, exit 2."""
     path = tmp_path / "t.yaml"
     path.write_text(GOOD.replace("    iterations: 2\n", "    iterations: 2\n    cpus: 3\n"))
-    p = subprocess.run([*M3FCLI, "sweep", str(path), "--out", str(tmp_path / "out"), "--cpus", "2"],
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--budget", "paper", "--out", str(tmp_path / "out"), "--cpus", "2"],
                        capture_output=True, text=True, env=_env(), timeout=300)
     assert p.returncode == 2
     first = _names(path)["potential", 0]
@@ -806,3 +807,28 @@ def test_cpus_per_problem_and_per_budget(tmp_path):
     path.write_text(GOOD.replace("    iterations: 2\n", "    iterations: 2\n    cpus: {beech: 2}\n"))
     with pytest.raises(ConfigError, match=r"t.yaml:\d+: unknown problem 'beech' in cpus"):
         load_experiment(path, "paper")
+
+
+
+def test_the_budget_must_be_named(tmp_path):
+    """No default budget: a forgotten --budget is a usage error, not weeks of CPU."""
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD)
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--list"], capture_output=True, text=True, env=_env(), timeout=60)
+    assert p.returncode == 2
+    assert "the following arguments are required: --budget" in p.stderr
+
+
+
+def test_a_training_run_directory_is_not_a_sweep_directory(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--budget", "smoke", "--out", str(run)], capture_output=True,
+                       text=True, env=_env(), timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip() == (f"m3fmarl: error: --out {run} is a training run directory (it holds run.json), "
+                                "not a sweep directory; choose another --out")
+    assert sorted(x.name for x in run.iterdir()) == ["run.json"]

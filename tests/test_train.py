@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from m3fmarl.config import PPOSettings
 from m3fmarl.train import RunError, RunSpec, checkpoints, train
@@ -38,7 +39,11 @@ def test_run_directory_records_everything(tmp_path: Path) -> None:
     assert record["settings"]["train_batch_size"] == 400
     assert len(record["git"]["sha"] or "") == 40 and isinstance(record["git"]["dirty"], bool)
     assert record["versions"]["ray"] == "2.60.0" and record["versions"]["torch"].startswith("2.13.0")
-    assert "train_batch_size: 400" in (run / "config.yaml").read_text()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["train_batch_size"] == 400
+    # resolved: the reference variant's KL pair and minibatching, not the YAML's per-variant nulls
+    assert (config["kl_coeff"], config["kl_target"], config["minibatching"]) == (0.2, 0.03, "reference")
+    assert record["settings"]["kl_coeff"] is None  # the run's identity keeps what was asked
     progress = progress_rows(run)
     assert [int(r["iteration"]) for r in progress] == [1, 2, 3]
     assert [float(r["env_steps"]) for r in progress] == [400.0, 800.0, 1200.0]

@@ -64,20 +64,12 @@ MINIBATCHING_KEY = "minibatching"
 """``learner_config_dict`` key: ``"shuffled"`` (RLlib 2.x: rows reshuffled every epoch) or
 ``"reference"`` (RLlib 1.8 + MARLlib on one CPU: contiguous slices of the collected batch, only
 the order of the slices permuted every epoch; spec §1.1 item 6)."""
-MINIBATCHING_BY_VARIANT: dict[str, str] = {"reference": "reference", "paper": "shuffled"}
-"""Default minibatching per variant (the paper does not say; standard PPO reshuffles)."""
-
 SAMPLER_KEY = "m3fc_sampler"
 """``learner_config_dict`` key: settings of :class:`M3FCSampler` (``num_envs``, ``fragment``)."""
 
 KL_COEFFS_STATE_KEY = "kl_coeffs"
 """Learner-state key under which :class:`M3FPPOTorchLearner` checkpoints the KL coefficients."""
 
-KL_SETTINGS: dict[str, tuple[float, float]] = {
-    "reference": (0.2, 0.03),  # code: initial kl_coeff 0.2 (RLlib default), kl_target 0.03
-    "paper": (0.03, 0.01),  # Table 3 read literally: coefficient 0.03, RLlib-1.8 default target
-}
-"""Variant → (initial kl_coeff, kl_target), spec §1.2."""
 
 
 # --- network ---------------------------------------------------------------------------------
@@ -481,18 +473,17 @@ def ppo_training(config: PPOConfig, settings: Any, variant: str) -> PPOConfig:
     """The PPO hyperparameters of ``settings`` (a :class:`m3fmarl.config.PPOSettings`) into
     ``config`` — the only place they are set; KL pair and minibatching default per variant
     (spec §1.2, §1.1 item 6).  Shared by M3FPPO and IPPO/MAPPO."""
-    kl_coeff, kl_target = KL_SETTINGS[variant]
+    settings = settings.resolved(variant)
     config.learner_config_dict.update({
         VF_CLIP_KEY: settings.vf_clip_param, STANDARDIZE_KEY: True, KL_STAT_KEY: "mean",
-        MINIBATCHING_KEY: settings.minibatching or MINIBATCHING_BY_VARIANT[variant],
+        MINIBATCHING_KEY: settings.minibatching,
     })
     return config.training(
         gamma=settings.gamma, lambda_=settings.lambda_, lr=settings.lr,
         train_batch_size_per_learner=settings.train_batch_size, minibatch_size=settings.minibatch_size,
         num_epochs=settings.num_epochs, shuffle_batch_per_epoch=True, clip_param=settings.clip_param,
         use_kl_loss=settings.use_kl_loss,
-        kl_coeff=settings.kl_coeff if settings.kl_coeff is not None else kl_coeff,
-        kl_target=settings.kl_target if settings.kl_target is not None else kl_target,
+        kl_coeff=settings.kl_coeff, kl_target=settings.kl_target,
         vf_loss_coeff=settings.vf_loss_coeff, entropy_coeff=settings.entropy_coeff,
         vf_clip_param=float("inf"),  # built-in 2.x clip off; the RLlib-1.8 clip is in the learner
         grad_clip=settings.grad_clip, use_gae=True, use_critic=True,

@@ -71,7 +71,8 @@ def _parallel_env_class() -> type:
             self.possible_agents = list(self.core.agent_ids)
             self.agents: list[str] = []
             self._obs_space = self.core.observation_space()
-            self._act_space = self.core.action_space()
+            # one action space per agent, so that each agent's .sample() has its own seeded stream
+            self._act_spaces = {a: self.core.action_space() for a in self.possible_agents}
             self._rng = np.random.default_rng()
             self.state: State | None = None
             self.episode_return = 0.0
@@ -80,13 +81,13 @@ def _parallel_env_class() -> type:
             return self._obs_space
 
         def action_space(self, agent: str) -> Any:
-            return self._act_space
+            return self._act_spaces[agent]
 
         def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
             if seed is not None:
                 self._rng = np.random.default_rng(seed)
                 for i, agent in enumerate(self.possible_agents):
-                    self._act_space.seed(seed + i)  # fresh per call; spaces are shared objects
+                    self._act_spaces[agent].seed(seed + i)
             self.state, obs = self.core.reset(1, self._rng)
             self.agents = list(self.possible_agents)
             self.episode_return = 0.0

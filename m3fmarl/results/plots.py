@@ -21,8 +21,10 @@ def read_curve(run_dir: str | Path) -> tuple[list[float], list[float]]:
 
 
 def plot_learning_curves(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Sequence[str] | None = None,
-                         baselines: dict[str, float] | None = None, title: str = "") -> Path:
-    """Training return against env steps for each run, with optional horizontal baselines."""
+                         baselines: dict[str, float] | None = None, title: str = "",
+                         colors: Sequence[str] | None = None) -> Path:
+    """Training return against env steps for each run (``colors``: one per run, e.g. the
+    algorithms' registry colours), with optional horizontal baselines in black and greys."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -31,9 +33,10 @@ def plot_learning_curves(run_dirs: Sequence[str | Path], out: str | Path, *, lab
     ax = fig.add_subplot(1, 1, 1)
     for i, run in enumerate(run_dirs):
         steps, returns = read_curve(run)
-        ax.plot(steps, returns, marker="o", ms=3, label=labels[i] if labels else Path(run).name)
+        ax.plot(steps, returns, marker="o", ms=3, label=labels[i] if labels else Path(run).name,
+                color=colors[i] if colors else None)
     for j, (name, value) in enumerate((baselines or {}).items()):
-        ax.axhline(value, ls="--", lw=1, color=f"C{j + len(run_dirs)}", label=name)
+        ax.axhline(value, ls=("--", ":", "-.")[j % 3], lw=1.2, color=("k", "0.45", "0.65")[j % 3], label=name)
     ax.set_xlabel("env steps")
     ax.set_ylabel("mean episode return (training, stochastic)")
     ax.set_title(title, fontsize=10)

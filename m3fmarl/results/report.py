@@ -27,6 +27,7 @@ import csv
 import dataclasses
 import json
 import math
+import textwrap
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -485,6 +486,12 @@ def _new_figure(panels: int) -> tuple[Any, list[Any]]:
 def _draw_curve(ax: Any, curve: Curve | None, label: str, color: str, band: bool = True) -> None:
     if curve is None:
         return
+    points = int(np.isfinite(curve.mean).sum())
+    if points < 2:  # said on the panel, not left as a lone dot (smoke runs: 1–2 iterations)
+        notes = getattr(ax, "m3fmarl_notes", [])
+        notes.append(f"{label}: {points} logged point{'s' if points != 1 else ''} (a return is logged "
+                     "once episodes finish; run too short for a curve)")
+        ax.m3fmarl_notes = notes
     marker = "o" if len(curve.steps) < 20 else None
     ax.plot(curve.steps, curve.mean, color=color, lw=1.6, marker=marker, ms=3,
             label=f"{label} (mean of {curve.trials})" if curve.trials > 1 else label)
@@ -512,6 +519,10 @@ def _finish_figure(fig: Any, axes: list[Any], problems: Sequence[str], title: st
         else:
             ax.text(0.5, 0.5, "no finished\nepisodes logged", ha="center", va="center", transform=ax.transAxes,
                     fontsize=9, color="0.4")
+        notes = getattr(ax, "m3fmarl_notes", [])
+        if notes:
+            ax.text(0.02, 0.02, "\n".join(textwrap.fill(n, 48) for n in notes), ha="left", va="bottom",
+                    transform=ax.transAxes, fontsize=6, color="0.35")
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -581,13 +592,13 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
         xlabel = "env steps / (N + 1)"
     if fid == "fig5":
         caption = (f"{REFERENCE.label} training curves: mean over seeds ± 1 std (shaded), maximum over seeds "
-                   "(blue), truncated to the shortest trial")
+                   "(dotted), truncated to the shortest trial")
         for ax, p in zip(axes, problems, strict=True):
             curve = mean_curve(_group(fin, problem=p, algo=ref))
             _draw_curve(ax, curve, REFERENCE.label, REFERENCE.color)
             if curve is not None and curve.trials > 1:
-                ax.plot(curve.steps, curve.max, color="tab:blue", lw=1.0, marker="." if len(curve.steps) < 20 else None,
-                        label="max over seeds")
+                ax.plot(curve.steps, curve.max, color=REFERENCE.color, lw=1.0, ls=":",
+                        marker="." if len(curve.steps) < 20 else None, label="max over seeds")
     elif fid == "fig6":
         caption = f"{REFERENCE.label} trained directly at N: one line per training N (mean ± 1 std if several seeds)"
         for ax, p in zip(axes, problems, strict=True):
@@ -642,7 +653,8 @@ def _draw_transfer(ax: Any, trials: Sequence[TrialResult]) -> None:
 
     best = best_trial(t for t in trials if t.evaluation)
     ns = sorted({r["num_minors"] for r in best.evaluation or [] if r["num_minors"] != mf_n})
-    for execution, short, color in (("centralized", "CE", "tab:red"), ("decentralized", "DE", "tab:blue")):
+    # both lines are M3FPPO's policy (its registry colour); execution by line style and marker
+    for execution, short, ls, mk in (("centralized", "CE", "-", "o"), ("decentralized", "DE", "--", "s")):
         pts = [(n, best.cell(n, execution)) for n in ns]
         pts = [(n, r) for n, r in pts if r is not None]
         if not pts:
@@ -650,8 +662,9 @@ def _draw_transfer(ax: Any, trials: Sequence[TrialResult]) -> None:
         x = np.array([n for n, _ in pts], dtype=float)
         m = np.array([r["mean"] for _, r in pts])
         ci = np.array([ci95(r, best.variant) for _, r in pts])
-        ax.plot(x, m, color=color, marker="o", ms=3, label=f"{short} (s{best.seed})")
-        ax.fill_between(x, m - ci, m + ci, color=color, alpha=0.2, lw=0)
+        color = COLORS.get(best.algo, REFERENCE.color)
+        ax.plot(x, m, color=color, ls=ls, marker=mk, ms=3, label=f"{short} (s{best.seed})")
+        ax.fill_between(x, m - ci, m + ci, color=color, alpha=0.2 if execution == "centralized" else 0.1, lw=0)
     top = best.cell(mf_n, "centralized")
     if top is not None:
         _mf_line(ax, (top["mean"], ci95(top, best.variant), f"MF (CE, N={mf_n})"), band=True)

@@ -1,0 +1,109 @@
+"""Permutation-invariant DeepSet networks for MF-PPO (spec/experiments.md §4.1).
+
+MF-PPO's actor and critic see the minor population as a *set*: an agent's embedding of it is the
+mean over the minors j of a shared network φ applied to (its own features, minor j's features,
+the major's features), so the output does not depend on the minors' order and the same weights
+run at any N.  Two forms of the embedding are implemented:
+
+* ``pairwise`` — the paper's form, e_i = mean_j φ([own_i, x_j, x0]) for each row i: cost
+  rows × N evaluations of φ per forward pass (O(N²) per joint step for the minors' policy);
+* ``pooled`` — e = mean_j φ([x_j, x0]) once per population (one per env copy and step), shared by
+  every row of that population and concatenated with the row's own features before the head:
+  cost N evaluations of φ per population, linear in N.
+
+Rows and populations are separate tensors: ``population`` is ``(G, N, d)`` and ``group`` ``(R,)``
+says which population each of the R rows belongs to (rows of the minors of one copy at one step
+share a population), so a batch stores each population once, not once per agent.
+
+Networks (spec §4.1): φ, φ_c: two tanh layers of ``hidden`` units; the actor head h_a and the
+critic head h_c: two tanh layers of ``hidden`` units and a linear output.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+FORMS = ("pairwise", "pooled")
+Form = Literal["pairwise", "pooled"]
+
+
+def _mlp(sizes: list[int], out: int | None = None) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.Tanh()]
+    if out is not None:
+        layers.append(nn.Linear(sizes[-1], out))
+    return nn.Sequential(*layers)
+
+
+class SetEmbedding(nn.Module):
+    """mean_j φ(·) over a population, in the ``pairwise`` or ``pooled`` form (module docstring).
+
+    Args:
+        own_dim: features of the row's own agent (used by ``pairwise`` inside φ).
+        member_dim: features of one population member (a minor's state).
+        context_dim: features shared by the population (the major's state).
+        hidden: width of φ's two tanh layers (the embedding's size).
+        form: ``pairwise`` or ``pooled``.
+    """
+
+    def __init__(self, own_dim: int, member_dim: int, context_dim: int, hidden: int = 256,
+                 form: Form = "pooled") -> None:
+        super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"unknown DeepSet form {form!r}; valid: {', '.join(FORMS)}")
+        self.form = form
+        self.own_dim, self.member_dim, self.context_dim = own_dim, member_dim, context_dim
+        width = member_dim + context_dim + (own_dim if form == "pairwise" else 0)
+        self.phi = _mlp([width, hidden, hidden])
+        self.size = hidden
+
+    def forward(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
+                group: torch.Tensor) -> torch.Tensor:
+        """``own`` (R, own_dim), ``population`` (G, N, member_dim), ``context`` (G, context_dim),
+        ``group`` (R,) long in [0, G) → (R, hidden)."""
+        g, n, _ = population.shape
+        ctx = context[:, None, :].expand(g, n, context.shape[-1])
+        if self.form == "pooled":
+            pooled = self.phi(torch.cat([population, ctx], dim=-1)).mean(dim=1)  # (G, hidden)
+            return pooled[group]
+        r = own.shape[0]
+        members = torch.cat([population, ctx], dim=-1)[group]  # (R, N, member + context)
+        pairs = torch.cat([own[:, None, :].expand(r, n, own.shape[-1]), members], dim=-1)
+        return self.phi(pairs).mean(dim=1)
+
+
+class DeepSetActorCritic(nn.Module):
+    """MF-PPO's actor and critic for one policy (the major's, or the one shared by the minors).
+
+    actor:  h_a([own, context, e_a])  with e_a = SetEmbedding_a(own, population, context)
+    critic: h_c([context, own, e_c])  with e_c = SetEmbedding_c(own, population, context)
+
+    ``own`` are the row's own features (a minor's state; zeros for the major), ``context`` the
+    major's state of the row's population, ``population`` the minors' states.  Mean pooling makes
+    both outputs invariant to the order of the population and defined at any N.
+    """
+
+    def __init__(self, own_dim: int, member_dim: int, context_dim: int, action_outputs: int, *,
+                 hidden: int = 256, form: Form = "pooled") -> None:
+        super().__init__()
+        self.actor_set = SetEmbedding(own_dim, member_dim, context_dim, hidden, form)
+        self.critic_set = SetEmbedding(own_dim, member_dim, context_dim, hidden, form)
+        head_in = own_dim + context_dim + hidden
+        self.actor_head = _mlp([head_in, hidden, hidden], action_outputs)
+        self.critic_head = _mlp([head_in, hidden, hidden], 1)
+
+    def action_inputs(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
+                      group: torch.Tensor) -> torch.Tensor:
+        """(R, action_outputs): the action distribution's inputs (means and log-stds, or logits)."""
+        e = self.actor_set(own, population, context, group)
+        return self.actor_head(torch.cat([own, context[group], e], dim=-1))
+
+    def value(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
+              group: torch.Tensor) -> torch.Tensor:
+        """(R,): V of each row."""
+        e = self.critic_set(own, population, context, group)
+        return self.critic_head(torch.cat([context[group], own, e], dim=-1)).squeeze(-1)
