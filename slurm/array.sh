@@ -32,7 +32,7 @@
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
-  echo "usage: slurm/array.sh EXPERIMENT.yaml [EXPERIMENT.yaml ...] [--budget smoke|reduced|paper] [--out DIR]" >&2
+  echo "usage: slurm/array.sh EXPERIMENT.yaml [EXPERIMENT.yaml ...] --budget smoke|reduced|paper [--out DIR]" >&2
   exit 2
 fi
 cd "${SLURM_SUBMIT_DIR:-.}"

@@ -39,7 +39,7 @@
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
-  echo "usage: sbatch slurm/sweep.sh EXPERIMENT.yaml [EXPERIMENT.yaml ...] [--budget smoke|reduced|paper] [--out DIR] [--resume] ..." >&2
+  echo "usage: sbatch slurm/sweep.sh EXPERIMENT.yaml [EXPERIMENT.yaml ...] --budget smoke|reduced|paper [--out DIR] [--resume] ..." >&2
   exit 2
 fi
 if [ -z "${SLURM_JOB_ID:-}" ]; then

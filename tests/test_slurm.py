@@ -173,7 +173,8 @@ def test_sbatch_sweep_runs_every_trial_on_a_ray_cluster_in_the_job(slurm, tmp_pa
 def test_sbatch_sweep_rejects_a_bad_experiment_before_starting_ray(slurm, tmp_path):
     exp = tmp_path / "bad.yaml"
     exp.write_text(EXPERIMENT.replace("seeds: [0, 1]", "seeds: []"))
-    sub = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/bad-%j.out", "slurm/sweep.sh", str(exp)],
+    sub = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/bad-%j.out", "slurm/sweep.sh", str(exp),
+                          "--budget", "smoke"],
                          cwd=REPO, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
     job = sub.stdout.strip().split(";")[0]
     _wait_job(job, 120)
