@@ -392,15 +392,19 @@ def _tune_trainable(config: dict[str, Any], trials: dict[str, Trial], out: str, 
 
 
 EXIT_STOPPED = 3
-"""Exit status of a sweep that stopped on request (SIGUSR2) with trials unfinished: rerun with
-``--resume`` (``slurm/sweep.sh`` and ``slurm/array.sh`` requeue their job themselves)."""
+"""Exit status of a sweep that stopped on request (its stop file, or :data:`STOP_SIGNAL`) with
+trials unfinished: rerun with ``--resume`` (``slurm/sweep.sh`` and ``slurm/array.sh`` requeue
+their job themselves)."""
 
 STOP_FILE_ENV = "M3FMARL_STOP_FILE"
+"""Names the stop file (see :func:`stop_on_signal`); the Slurm scripts set it and create the file
+when Slurm's warning signal comes."""
+
 STOP_SIGNAL = signal.SIGUSR2
 """Asks a running sweep to stop soon, losing nothing: each running trial saves its last finished
-iteration and stops.  The Slurm scripts forward Slurm's warning signal (SIGUSR1, before a time
-limit or a preemption) as this one; not SIGUSR1 itself, which Ray Tune takes over during
-``Tuner.fit`` to end the experiment at once (trials killed mid-iteration)."""
+iteration and stops (for interactive use; the Slurm scripts use the stop file).  Not SIGUSR1,
+which Ray Tune takes over during ``Tuner.fit`` to end the experiment at once (trials killed
+mid-iteration)."""
 
 
 @contextlib.contextmanager
@@ -431,6 +435,8 @@ def stop_on_signal(out: Path) -> Iterator[Path]:
     finally:
         if main:
             signal.signal(STOP_SIGNAL, previous)
+        if not given:  # ours; a given file belongs to the script that set it
+            path.unlink(missing_ok=True)
 
 
 def _fmt(x: float, digits: int = 1) -> str:
@@ -697,8 +703,6 @@ def run_sweep(sweep: Campaign, out: Path, *, address: str | None = None, cpus: i
                 grid = tuner.fit()
                 errors = {r.config["trial"]: r.error for r in grid if r.error is not None}
                 stopped = stop_file.exists()
-                if not os.environ.get(STOP_FILE_ENV):
-                    stop_file.unlink(missing_ok=True)
         finally:
             ray.shutdown()
     else:
@@ -833,8 +837,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _init_ray(args.address, args.cpus or trial.cpus)
         with stop_on_signal(out.resolve()) as stop_file:
             m = run_trial(trial, out.resolve(), checkpoint_every=args.checkpoint_every, echo=True, stop_file=stop_file)
-            if not os.environ.get(STOP_FILE_ENV):
-                stop_file.unlink(missing_ok=True)
         if m.get("stopped"):
             print(f"trial {trial.name}: stopped on request at iteration {m['iteration']}; rerun the same command to "
                   "continue it", flush=True)

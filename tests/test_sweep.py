@@ -832,3 +832,42 @@ def test_a_training_run_directory_is_not_a_sweep_directory(tmp_path):
     assert p.stderr.strip() == (f"m3fmarl: error: --out {run} is a training run directory (it holds run.json), "
                                 "not a sweep directory; choose another --out")
     assert sorted(x.name for x in run.iterdir()) == ["run.json"]
+
+
+@pytest.mark.slow
+def test_sigusr2_stops_a_local_sweep_in_order_and_resume_finishes_it(tmp_path):
+    """`kill -USR2 <m3fmarl sweep>`: the running trial saves its last finished iteration and the
+    sweep exits 3 ("stopped on request"); `--resume` continues from that iteration, trains every
+    remaining iteration once, and finishes."""
+    exp = tmp_path / "long.yaml"
+    exp.write_text(GOOD.replace("problems: [potential, beach-bar]", "problems: [potential]")
+                   .replace("    seeds: [0, 1]\n", "    seeds: [0]\n").replace("    iterations: 2\n", "    iterations: 40\n")
+                   .replace("budgets:\n  smoke:\n    iterations: 1\n", "budgets:\n  smoke:\n    settings:\n"
+                            "      m3fppo: {train_batch_size: 1000, minibatch_size: 500, num_envs_per_env_runner: 10}\n"))
+    out = tmp_path / "out"
+    (name,) = [t.name for t in load_experiment(exp, "smoke").trials]
+    cmd = [*M3FCLI, "sweep", str(exp), "--budget", "smoke", "--out", str(out), "--cpus", "1",
+           "--checkpoint-every", "100"]
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    progress = out / "trials" / name / "progress.csv"
+    deadline = time.monotonic() + 300
+    try:
+        while not (progress.exists() and len(progress.read_text().splitlines()) > 4):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGUSR2)
+        assert proc.wait(timeout=300) == 3, (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = (tmp_path / "first.log").read_text()
+    assert "stop requested (SIGUSR2)" in text and "stopped on request with 1 of 1 trials unfinished" in text
+    stopped_at = len(progress_rows(out / "trials" / name))
+    assert 4 <= stopped_at < 40
+    assert not list((out / ".locks").glob("stop-*"))  # the sweep's own stop file is gone
+    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=_env(), timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert [int(r["iteration"]) for r in progress_rows(out / "trials" / name)] == list(range(1, 41))
+    trained = re.findall(r" iter (\d+)/40 \|", (out / "logs" / f"{name}.log").read_text())
+    assert sorted(map(int, trained)) == list(range(1, 41))  # nothing trained twice: resumed at the stop
