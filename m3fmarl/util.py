@@ -1,4 +1,5 @@
-"""Small helpers shared across modules: value checks for the command line, sweeps, evaluation and the report, and the CPU budget of a process (a trial's `cpus`)."""
+"""Small helpers shared across modules: value checks for the command line, sweeps, evaluation
+and the report, and the CPU budget of a process (a trial's ``cpus``)."""
 
 from __future__ import annotations
 
