@@ -429,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes-factor", type=float, default=1.0,
                    help="our episodes = factor × the reference's count (at least 1×)")
     p.add_argument("--seed", type=int, default=20261125)
-    p.add_argument("--golden", default=None, help="path of reference_returns.csv (default: the one shipped in m3fmarl/golden_data)")
+    p.add_argument("--golden", default=None,
+                   help="path of reference_returns.csv (default: the one shipped in m3fmarl/golden_data)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_golden)
 

@@ -682,8 +682,8 @@ def run_sweep(sweep: Campaign, out: Path, *, address: str | None = None, cpus: i
                 attempt = f"{1 + len(list((out / 'tune').glob('attempt-*')))}-{os.getpid()}"  # unique per sweep process
                 trials = {t.name: t for t in todo}
                 trainable = tune.with_resources(
-                    tune.with_parameters(_tune_trainable, trials=trials, out=str(out), checkpoint_every=checkpoint_every,
-                                         stop_file=str(stop_file)),
+                    tune.with_parameters(_tune_trainable, trials=trials, out=str(out),
+                                         checkpoint_every=checkpoint_every, stop_file=str(stop_file)),
                     lambda config: {"cpu": trials[config["trial"]].cpus},
                 )
                 # Ray's new console output would print its own banner and a TensorBoard hint for a

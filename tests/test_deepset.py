@@ -54,7 +54,8 @@ def test_a_row_does_not_depend_on_the_order_of_its_population(form, n, seed):
     group = torch.zeros(5, dtype=torch.long)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
     with torch.no_grad():
-        torch.testing.assert_close(net.action_inputs(own, pop[:, perm], ctx, group), net.action_inputs(own, pop, ctx, group))
+        torch.testing.assert_close(net.action_inputs(own, pop[:, perm], ctx, group),
+                                   net.action_inputs(own, pop, ctx, group))
         torch.testing.assert_close(net.value(own, pop[:, perm], ctx, group), net.value(own, pop, ctx, group))
 
 

@@ -227,7 +227,8 @@ def test_invalid_definition_fails_before_any_trial(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(GOOD.replace("[potential, beach-bar]", "[potential, beech]"))
     out = tmp_path / "out"
-    p = subprocess.run([*M3FCLI, "sweep", str(path), "--budget", "smoke", "--out", str(out)], capture_output=True, text=True,
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--budget", "smoke", "--out", str(out)],
+                       capture_output=True, text=True,
                        env=_env(), timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
@@ -530,7 +531,8 @@ def test_trial_larger_than_any_node_is_refused(tmp_path):
     ever in Tune: refused with one line, exit 2."""
     path = tmp_path / "t.yaml"
     path.write_text(GOOD.replace("    iterations: 2\n", "    iterations: 2\n    cpus: 3\n"))
-    p = subprocess.run([*M3FCLI, "sweep", str(path), "--budget", "paper", "--out", str(tmp_path / "out"), "--cpus", "2"],
+    p = subprocess.run([*M3FCLI, "sweep", str(path), "--budget", "paper", "--out", str(tmp_path / "out"),
+                        "--cpus", "2"],
                        capture_output=True, text=True, env=_env(), timeout=300)
     assert p.returncode == 2
     first = _names(path)["potential", 0]
@@ -841,9 +843,11 @@ def test_sigusr2_stops_a_local_sweep_in_order_and_resume_finishes_it(tmp_path):
     remaining iteration once, and finishes."""
     exp = tmp_path / "long.yaml"
     exp.write_text(GOOD.replace("problems: [potential, beach-bar]", "problems: [potential]")
-                   .replace("    seeds: [0, 1]\n", "    seeds: [0]\n").replace("    iterations: 2\n", "    iterations: 40\n")
+                   .replace("    seeds: [0, 1]\n", "    seeds: [0]\n")
+                   .replace("    iterations: 2\n", "    iterations: 40\n")
                    .replace("budgets:\n  smoke:\n    iterations: 1\n", "budgets:\n  smoke:\n    settings:\n"
-                            "      m3fppo: {train_batch_size: 1000, minibatch_size: 500, num_envs_per_env_runner: 10}\n"))
+                            "      m3fppo: {train_batch_size: 1000, minibatch_size: 500,"
+                            " num_envs_per_env_runner: 10}\n"))
     out = tmp_path / "out"
     (name,) = [t.name for t in load_experiment(exp, "smoke").trials]
     cmd = [*M3FCLI, "sweep", str(exp), "--budget", "smoke", "--out", str(out), "--cpus", "1",

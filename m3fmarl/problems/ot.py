@@ -211,8 +211,8 @@ def ot_cost_batch(x: NDArray, p: NDArray, num_threads: int | None = None) -> NDA
     Args:
         x: ``(B, N, d)`` points.
         p: ``(B, K, d)`` points.
-        num_threads: worker threads (default: the process's CPUs, or ``$M3FMARL_OT_THREADS``); the result does not depend
-            on it.
+        num_threads: worker threads (default: the process's CPUs, or ``$M3FMARL_OT_THREADS``); the
+            result does not depend on it.
 
     Returns:
         ``(B,)`` costs.
