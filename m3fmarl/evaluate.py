@@ -31,8 +31,7 @@ in-memory algorithm), :func:`evaluate`, :class:`EvalResult`, :data:`EVAL_EPISODE
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from m3fmarl.m3fc.vector import M3FCVectorEnv
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import VARIANTS, check_choice
 from m3fmarl.rollout import ReturnStats, play
-from m3fmarl.util import int_list
+from m3fmarl.util import int_list, torch_threads
 
 EVAL_EPISODES: dict[str, int] = {
     "two-gaussians": 100,
@@ -258,18 +257,6 @@ class EvalResult:
         return d
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if before != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
 def _space_signature(space: spaces.Space, drop_lead: bool) -> list[tuple]:
     """Per-part (kind, shape, size) of an action space; ``drop_lead`` removes the DE axis N."""
     parts = space.spaces if isinstance(space, spaces.Tuple) else (space,)
@@ -346,7 +333,7 @@ def evaluate(
     env_kwargs = {**policy.env_config, **(switches or {})}
 
     results = []
-    with _torch_threads(1):
+    with torch_threads(1):
         for n in ns:
             returns = _episode_returns(policy, name, n, variant, execution, episodes, int(seed), num_envs, env_kwargs)
             stats = ReturnStats.of(returns)

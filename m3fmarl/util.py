@@ -4,9 +4,10 @@ and the report, and the CPU budget of a process (a trial's ``cpus``)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,3 +78,19 @@ def use_cpus(n: int) -> None:
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """``n`` torch intra-op threads inside the block (small forward passes, e.g. evaluation and
+    the qualitative frames, are fastest on one); the previous count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

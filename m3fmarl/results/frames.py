@@ -39,8 +39,7 @@ Public API: :func:`rollout_frames`, :func:`render_figure`, :func:`beach_bar_occu
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ from m3fmarl.m3fc.vector import M3FCVectorEnv
 from m3fmarl.rollout import play
 from m3fmarl.problems import PAPER_NAMES, canonical_name
 from m3fmarl.problems.core import State, check_choice
+from m3fmarl.util import torch_threads
 
 SNAPSHOT_TIMES: dict[str, dict[str, tuple[int, ...]]] = {
     "fig8": {"beach-bar": (0, 3, 25, 50), "foraging": (0, 20, 30, 40)},
@@ -69,17 +69,6 @@ DPI = 100
 
 
 # --- playing an episode ----------------------------------------------------------------------
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Batch-1 forward passes are fastest on one thread (and the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _make_env(policy: Policy, num_minors: int, num_envs: int, execution: str) -> M3FCVectorEnv:
@@ -112,7 +101,7 @@ def _play(policy: Policy, env: M3FCVectorEnv, seed: int, on_state: Callable[[int
             rewards[t - 1] = reward
         on_state(t, state)
 
-    with _one_torch_thread(), torch.random.fork_rng(devices=[]):
+    with torch_threads(1), torch.random.fork_rng(devices=[]):  # batch-1 passes: one thread
         torch.manual_seed(int(seed))
         play(env, lambda obs: policy.to_env(policy.sample(obs, n if de else None)), env.num_envs, int(seed), record)
     return rewards
