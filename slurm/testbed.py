@@ -172,15 +172,27 @@ def start_munged() -> None:
     run("unmunge", "-S", f"{d}/socket", input=cred.stdout)
 
 
+def log_tail(name: str, lines: int = 15) -> str:
+    try:
+        tail = (STATE / f"{name}.log").read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"(no {STATE}/{name}.log)"
+    return f"last lines of {STATE}/{name}.log:\n  " + "\n  ".join(tail)
+
+
 def start_slurm(name: str, *args: str) -> None:
     binary = f"/usr/sbin/{name}"
+    pid_file = STATE / f"{name}.pid"
+    # A daemon killed without a clean shutdown (the machine's processes ending with a session,
+    # say) leaves its PID file behind; waiting on that stale file would mistake it for ours.
+    pid_file.unlink(missing_ok=True)
     r = run(binary, "-f", str(CONF), *args, check=False, stdin=subprocess.DEVNULL)
-    if r.returncode != 0 or not wait_file(STATE / f"{name}.pid", 15):
-        raise RuntimeError(f"{name} did not start: {(r.stderr or r.stdout).strip()[-500:]} (log {STATE}/{name}.log)")
-    shutil.copy(STATE / f"{name}.pid", STATE / "pids" / name)
+    if r.returncode != 0 or not wait_file(pid_file, 15):
+        raise RuntimeError(f"{name} did not start: {(r.stderr or r.stdout).strip()[-500:]}\n{log_tail(name)}")
+    shutil.copy(pid_file, STATE / "pids" / name)
     time.sleep(0.3)
     if pid_alive(name, binary) is None:
-        raise RuntimeError(f"{name} exited at start; see {STATE}/{name}.log")
+        raise RuntimeError(f"{name} exited at start\n{log_tail(name)}")
 
 
 DAEMONS = (("slurmd", "/usr/sbin/slurmd"), ("slurmctld", "/usr/sbin/slurmctld"), ("munged", "/usr/sbin/munged"))
@@ -225,7 +237,7 @@ def up() -> None:
         deadline = time.monotonic() + 60
         while not answers():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"node {host} not idle after 60 s; logs in {STATE}")
+                raise RuntimeError(f"node {host} not idle after 60 s\n{log_tail('slurmctld')}\n{log_tail('slurmd')}")
             time.sleep(0.5)
     except BaseException:
         stop_daemons()
