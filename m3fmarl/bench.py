@@ -260,15 +260,15 @@ def bench_marl_sampling(algo: str, problem: str, num_minors: int, variant: str =
 
     from m3fmarl import registry
     from m3fmarl.multiagent import MultiAgentCore
-    from marl_baselines.ppo import MARL_KEY, module_specs
+    from marl_baselines.ppo import MARL_KEY
     from marl_baselines.sampler import BatchedSampler
 
     torch.set_num_threads(1)
     core = MultiAgentCore(canonical_name(problem), num_minors, variant)
-    opts = registry.get(algo).build_config(core.name, num_minors, variant, seed=0, settings=None) \
-        .learner_config_dict[MARL_KEY]
+    config = registry.get(algo).build_config(core.name, num_minors, variant, seed=0, settings=None)
+    opts = config.learner_config_dict[MARL_KEY]
     torch.manual_seed(0)
-    modules = {mid: spec.build() for mid, spec in module_specs(opts["critic"], core).items()}
+    modules = {mid: spec.build() for mid, spec in config.rl_module_spec.rl_module_specs.items()}
     sampler = BatchedSampler(core, num_envs, seed=0, centralized_critic=opts["critic"] == "centralized",
                              bootstrap=opts["bootstrap"])
     sampler.sample(modules, 5)  # warm-up

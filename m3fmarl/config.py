@@ -13,7 +13,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -92,6 +92,9 @@ class PPOSettings:
     on one CPU, spec §1.1 item 6); ``null`` = per variant (reference → reference, paper →
     shuffled)."""
 
+    MINIBATCHINGS: ClassVar[tuple[str, ...]] = MINIBATCHINGS
+    MINIBATCHING_BY_VARIANT: ClassVar[dict[str, str]] = MINIBATCHING_BY_VARIANT
+
     def resolved(self, variant: str) -> "PPOSettings":
         """The settings as a run of ``variant`` uses them: ``null`` KL coefficient, KL target and
         minibatching replaced by the variant's values (what ``config.yaml`` of a run records)."""
@@ -99,11 +102,12 @@ class PPOSettings:
         return dataclasses.replace(
             self, kl_coeff=kl_coeff if self.kl_coeff is None else self.kl_coeff,
             kl_target=kl_target if self.kl_target is None else self.kl_target,
-            minibatching=self.minibatching or MINIBATCHING_BY_VARIANT[variant])
+            minibatching=self.minibatching or self.MINIBATCHING_BY_VARIANT[variant])
 
     def __post_init__(self) -> None:
-        if self.minibatching is not None and self.minibatching not in MINIBATCHINGS:
-            raise ConfigError(f"minibatching must be shuffled, reference or null, got {self.minibatching!r}")
+        if self.minibatching is not None and self.minibatching not in self.MINIBATCHINGS:
+            raise ConfigError(f"minibatching must be {', '.join(self.MINIBATCHINGS)} or null, "
+                              f"got {self.minibatching!r}")
         _check_common(self, ("lr", "train_batch_size", "minibatch_size", "num_epochs", "num_envs_per_env_runner"))
         if self.train_batch_size % self.minibatch_size:
             raise ConfigError(f"minibatch_size ({self.minibatch_size}) must divide "
@@ -112,6 +116,31 @@ class PPOSettings:
             value = getattr(self, name)
             if value is not None and (value <= 0 or math.isnan(value)):
                 raise ConfigError(f"{name} must be > 0 or null, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MFPPOSettings(PPOSettings):
+    """MF-PPO (spec/experiments.md §4.1): IPPO's PPO settings (Table 3) plus the DeepSet network."""
+
+    num_envs_per_env_runner: int = 24
+    """Copies B of the multi-agent problem stepped together (as IPPO)."""
+    deepset_form: str = "pooled"
+    """Population embedding: ``pooled`` (mean_j φ([x_j, x0]) once per population, linear in N) or
+    ``pairwise`` (mean_j φ([x_i, x_j, x0]) per agent, O(N²) per joint step; docs/benchmarks.md)."""
+    deepset_hidden: int = 256
+    """Width of φ's two tanh layers and of the actor and critic heads' two tanh layers."""
+
+    MINIBATCHINGS: ClassVar[tuple[str, ...]] = ("populations", "shuffled")
+    MINIBATCHING_BY_VARIANT: ClassVar[dict[str, str]] = {"reference": "populations", "paper": "populations"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from marl_baselines.deepset import FORMS
+
+        if self.deepset_form not in FORMS:
+            raise ConfigError(f"deepset_form must be {' or '.join(FORMS)}, got {self.deepset_form!r}")
+        if self.deepset_hidden <= 0:
+            raise ConfigError(f"deepset_hidden must be > 0, got {self.deepset_hidden}")
 
 
 T = TypeVar("T")

@@ -5,7 +5,7 @@ pickled classes and configs: several MB, and unpickling it runs code).  A *polic
 directory with
 
 * ``policy.pt`` — the actor's weights only (``encoder.actor_encoder.*`` and ``pi.*`` of each
-  module, float32 tensors; ``torch.load(..., weights_only=True)`` reads it: no code runs), and
+  module, or the prefixes a module class names in ``ACTOR_PREFIXES``; float32 tensors; ``torch.load(..., weights_only=True)`` reads it: no code runs), and
 * ``policy.json`` — what is needed to rebuild the modules and the environment: algorithm,
   problem, variant, training N, switch overrides, and per module its class (one of this
   package's module classes, checked against an allow-list) and ``model_config``.
@@ -28,10 +28,12 @@ POLICY_FILE = "policy.pt"
 POLICY_META = "policy.json"
 FORMAT = "m3fmarl-policy/1"
 ACTOR_PREFIXES = ("encoder.actor_encoder.", "pi.")
-"""State-dict keys of the actor (what acting needs); the rest is the critic."""
+"""State-dict keys of the actor (what acting needs); the rest is the critic.  A module class
+with its own ``ACTOR_PREFIXES`` attribute names its own."""
 MODULE_CLASSES = (
     "m3fmarl.algorithms.m3fppo:M3FPPOTorchRLModule",
     "marl_baselines.ppo:MAPPOTorchRLModule",
+    "marl_baselines.mfppo:MFPPOTorchRLModule",
 )
 """The module classes an export may name (nothing else is imported)."""
 
@@ -45,9 +47,13 @@ def _class_path(module: Any) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def _actor_prefixes(module: Any) -> tuple[str, ...]:
+    return tuple(getattr(module, "ACTOR_PREFIXES", ACTOR_PREFIXES))
+
+
 def _actor_state(module: Any) -> dict[str, Any]:
     return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()
-            if k.startswith(ACTOR_PREFIXES)}
+            if k.startswith(_actor_prefixes(module))}
 
 
 def export_policy(checkpoint: str | Path, dest: str | Path) -> Path:
@@ -122,7 +128,7 @@ def load_modules(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
                                   model_config=dict(info["model_config"])).build()
         state = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == mid}
         result = module.load_state_dict(state, strict=False)
-        if result.unexpected_keys or any(k.startswith(ACTOR_PREFIXES) for k in result.missing_keys):
+        if result.unexpected_keys or any(k.startswith(_actor_prefixes(module)) for k in result.missing_keys):
             raise ValueError(f"{path}: weights of module {mid} do not fit the rebuilt module "
                              f"(unexpected {result.unexpected_keys[:3]}, missing {result.missing_keys[:3]})")
         module.eval()

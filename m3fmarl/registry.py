@@ -75,8 +75,11 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
               "tab:blue", "A2C on the M3FC view (one full-batch step per iteration)"),
     Algorithm("m3fppo", "M3FPPO", "m3fc", "m3fmarl.config:PPOSettings", "m3fmarl.algorithms.m3fppo:m3fppo_config",
               "tab:red", "PPO on the M3FC view (the paper's method)", mf_reference=True),
+    Algorithm("mfppo", "MF-PPO", "multi-agent", "m3fmarl.config:MFPPOSettings", "marl_baselines.mfppo:mfppo_config",
+              "tab:orange", "PPO with permutation-invariant DeepSet actors and critics over the minors "
+              "(spec §4.1; not in the paper's tables)"),
 )}
-"""Name → entry, in the paper's Table 2 column order."""
+"""Name → entry, in the paper's Table 2 column order, then the extra baselines (spec §4)."""
 
 
 def get(name: str) -> Algorithm:

@@ -39,6 +39,11 @@ def _mlp(sizes: list[int], out: int | None = None) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _split_first_layer(layer: nn.Linear, sizes: tuple[int, ...]) -> list[torch.Tensor]:
+    """The weight columns of ``layer`` for each part of its concatenated input (``sizes``)."""
+    return list(torch.split(layer.weight, list(sizes), dim=1))
+
+
 class SetEmbedding(nn.Module):
     """mean_j φ(·) over a population, in the ``pairwise`` or ``pooled`` form (module docstring).
 
@@ -48,6 +53,10 @@ class SetEmbedding(nn.Module):
         context_dim: features shared by the population (the major's state).
         hidden: width of φ's two tanh layers (the embedding's size).
         form: ``pairwise`` or ``pooled``.
+
+    φ's input is the concatenation [(own,) member, context]; its first layer is evaluated as the
+    sum of the parts' products (the same function), so the context's part is computed once per
+    population, not once per member.
     """
 
     def __init__(self, own_dim: int, member_dim: int, context_dim: int, hidden: int = 256,
@@ -61,30 +70,41 @@ class SetEmbedding(nn.Module):
         self.phi = _mlp([width, hidden, hidden])
         self.size = hidden
 
+    def embed(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
+              group: torch.Tensor) -> torch.Tensor:
+        """``pooled``: ``(G, hidden)``, one embedding per population; ``pairwise``: ``(R,
+        hidden)``, one per row.  Arguments as :meth:`forward`."""
+        first, rest = self.phi[0], self.phi[1:]
+        parts = (self.own_dim,) if self.form == "pairwise" else ()
+        weights = _split_first_layer(first, parts + (self.member_dim, self.context_dim))
+        w_member, w_context = weights[-2], weights[-1]
+        shared = context @ w_context.T + first.bias  # (G, hidden): once per population
+        members = population @ w_member.T  # (G, N, hidden)
+        if self.form == "pooled":
+            return rest(members + shared[:, None, :]).mean(dim=1)
+        pre = members[group] + (own @ weights[0].T + shared[group])[:, None, :]  # (R, N, hidden)
+        return rest(pre).mean(dim=1)
+
     def forward(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
                 group: torch.Tensor) -> torch.Tensor:
         """``own`` (R, own_dim), ``population`` (G, N, member_dim), ``context`` (G, context_dim),
         ``group`` (R,) long in [0, G) → (R, hidden)."""
-        g, n, _ = population.shape
-        ctx = context[:, None, :].expand(g, n, context.shape[-1])
-        if self.form == "pooled":
-            pooled = self.phi(torch.cat([population, ctx], dim=-1)).mean(dim=1)  # (G, hidden)
-            return pooled[group]
-        r = own.shape[0]
-        members = torch.cat([population, ctx], dim=-1)[group]  # (R, N, member + context)
-        pairs = torch.cat([own[:, None, :].expand(r, n, own.shape[-1]), members], dim=-1)
-        return self.phi(pairs).mean(dim=1)
+        e = self.embed(own, population, context, group)
+        return e[group] if self.form == "pooled" else e
 
 
 class DeepSetActorCritic(nn.Module):
     """MF-PPO's actor and critic for one policy (the major's, or the one shared by the minors).
 
     actor:  h_a([own, context, e_a])  with e_a = SetEmbedding_a(own, population, context)
-    critic: h_c([context, own, e_c])  with e_c = SetEmbedding_c(own, population, context)
+    critic: h_c([own, context, e_c])  with e_c = SetEmbedding_c(own, population, context)
 
     ``own`` are the row's own features (a minor's state; zeros for the major), ``context`` the
     major's state of the row's population, ``population`` the minors' states.  Mean pooling makes
-    both outputs invariant to the order of the population and defined at any N.
+    both outputs invariant to the order of the population and defined at any N.  The heads' first
+    layer is evaluated part by part (the same function as on the concatenation), so the parts a
+    population shares (context, and the pooled embedding) are multiplied once per population, not
+    once per row: at N = 20 the minors' heads cost about half as much.
     """
 
     def __init__(self, own_dim: int, member_dim: int, context_dim: int, action_outputs: int, *,
@@ -95,15 +115,26 @@ class DeepSetActorCritic(nn.Module):
         head_in = own_dim + context_dim + hidden
         self.actor_head = _mlp([head_in, hidden, hidden], action_outputs)
         self.critic_head = _mlp([head_in, hidden, hidden], 1)
+        self._sizes = (own_dim, context_dim, hidden)
+
+    def _head(self, head: nn.Sequential, embedding: SetEmbedding, own: torch.Tensor, population: torch.Tensor,
+              context: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        e = embedding.embed(own, population, context, group)
+        first = head[0]
+        w_own, w_context, w_e = _split_first_layer(first, self._sizes)
+        shared = context @ w_context.T + first.bias  # (G, hidden)
+        if embedding.form == "pooled":
+            pre = own @ w_own.T + (shared + e @ w_e.T)[group]
+        else:
+            pre = own @ w_own.T + shared[group] + e @ w_e.T
+        return head[1:](pre)
 
     def action_inputs(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
                       group: torch.Tensor) -> torch.Tensor:
         """(R, action_outputs): the action distribution's inputs (means and log-stds, or logits)."""
-        e = self.actor_set(own, population, context, group)
-        return self.actor_head(torch.cat([own, context[group], e], dim=-1))
+        return self._head(self.actor_head, self.actor_set, own, population, context, group)
 
     def value(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
               group: torch.Tensor) -> torch.Tensor:
         """(R,): V of each row."""
-        e = self.critic_set(own, population, context, group)
-        return self.critic_head(torch.cat([context[group], own, e], dim=-1)).squeeze(-1)
+        return self._head(self.critic_head, self.critic_set, own, population, context, group).squeeze(-1)

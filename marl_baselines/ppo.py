@@ -157,7 +157,14 @@ class MARLPPO(BatchedPPO):
             for module_id, columns in batches.items():
                 if self._standardize:
                     columns[ADVANTAGES] = standardize(columns[ADVANTAGES])
-                self.update_module(module_id, columns, stats.env_steps)
+                module = modules[module_id]
+                if hasattr(module, "set_populations"):  # rows point into the sampled populations
+                    module.set_populations(stats.populations)
+                try:
+                    self.update_module(module_id, columns, stats.env_steps)
+                finally:
+                    if hasattr(module, "set_populations"):
+                        module.set_populations(None)
 
 
 # --- config ------------------------------------------------------------------------------------
@@ -166,7 +173,7 @@ CRITICS = ("local", "centralized")
 """IPPO: every policy's critic on its own observation; MAPPO: a centralised critic (spec §1.7)."""
 
 
-def module_specs(critic: str, core: MultiAgentCore) -> dict[str, RLModuleSpec]:
+def marl_module_specs(critic: str, core: MultiAgentCore) -> dict[str, RLModuleSpec]:
     """One RLModuleSpec per policy (``major`` if the problem has one, ``minor``), with the view's
     spaces; with a centralised critic the modules get its input sizes."""
     width = core.num_actions if core.discrete else core.action_dim
@@ -185,7 +192,7 @@ def module_specs(critic: str, core: MultiAgentCore) -> dict[str, RLModuleSpec]:
 def marl_config(
     algo: str, critic: str, problem: str, num_minors: int, variant: str = "reference", *, seed: int = 0,
     settings: Any = None, env_config: dict[str, Any] | None = None, bootstrap: str | None = None,
-    **overrides: Any,
+    module_specs: Any = None, learner_class: type | None = None, **overrides: Any,
 ) -> PPOConfig:
     """The config of PPO on the multi-agent view (IPPO, MAPPO: Table 3 settings, spec §1.6/§1.7/§1.10).
 
@@ -194,8 +201,9 @@ def marl_config(
         critic: ``local`` (IPPO) or ``centralized`` (MAPPO's critic: global state and the other
             agents' actions).
         problem, num_minors, variant, seed: as for :func:`m3fmarl.algorithms.m3fppo_config`.
-        settings: a :class:`m3fmarl.config.PPOSettings`, the only source of the hyperparameters
-            (default: ``configs/algorithms/<algo>.yaml``).  Per policy: ``minibatch_size``,
+        settings: the algorithm's settings dataclass (:class:`m3fmarl.config.PPOSettings` or a
+            subclass), the only source of the hyperparameters (default:
+            ``configs/algorithms/<algo>.yaml``).  Per policy: ``minibatch_size``,
             ``num_epochs`` (spec §1.1 item 6); ``train_batch_size`` counts joint env steps
             (24 000 → 24 000 major and 24 000·N minor samples, spec §1.6);
             ``num_envs_per_env_runner`` B copies each contribute ``train_batch_size / B``
@@ -203,10 +211,12 @@ def marl_config(
         env_config: switch overrides of the problem.
         bootstrap: centralised critic only, ``next_obs`` or ``last_step``; default by variant
             (reference ``last_step``, spec §1.7).
+        module_specs: ``f(core, settings) -> {module_id: RLModuleSpec}`` (default: the IPPO/MAPPO
+            modules of ``critic``); learner_class: default :class:`MARLPPOTorchLearner`.
         **overrides: settings fields replace those of ``settings``; other names are PPOConfig
             attributes (``learner_config_dict={…}`` is merged).
     """
-    from m3fmarl.config import PPOSettings, load_algorithm
+    from m3fmarl.config import load_algorithm, settings_class
 
     check_choice("critic", critic, CRITICS)
     check_choice("variant", variant, VARIANTS)
@@ -215,11 +225,12 @@ def marl_config(
     if bootstrap is None:
         bootstrap = MAPPO_BOOTSTRAP[variant] if critic == "centralized" else "next_obs"
     check_choice("bootstrap", bootstrap, BOOTSTRAPS)
-    s, rest = split_settings(settings if settings is not None else load_algorithm(algo), PPOSettings, overrides)
+    s, rest = split_settings(settings if settings is not None else load_algorithm(algo), settings_class(algo),
+                             overrides)
     switches = dict(env_config or {})
     core = MultiAgentCore(problem, num_minors, variant, **switches)
     register_rllib_envs()
-    specs = module_specs(critic, core)
+    specs = marl_module_specs(critic, core) if module_specs is None else module_specs(core, s)
     module_ids = list(specs)
 
     def policy_mapping_fn(agent_id: Any, *args: Any, **kwargs: Any) -> str:
@@ -235,7 +246,7 @@ def marl_config(
         .multi_agent(policies=list(module_ids), policy_mapping_fn=policy_mapping_fn, count_steps_by="env_steps")
         .learners(
             num_learners=0,
-            learner_class=MARLPPOTorchLearner,
+            learner_class=learner_class or MARLPPOTorchLearner,
             learner_config_dict={
                 MARL_KEY: {"algo": algo, "problem": problem, "num_minors": num_minors, "variant": variant,
                            "switches": switches, "num_envs": int(s.num_envs_per_env_runner),

@@ -39,6 +39,10 @@ from m3fmarl.sampling import (
     actor_inputs,
 )
 
+POPULATION_INDEX = "population_index"
+"""Population-aware policies (MF-PPO) only: per row, the index of its (step, copy) in the
+population table ``SampleStats.populations``."""
+
 CRITIC_OBS = "critic_obs"
 """MAPPO only: per row, the global state then the other agents' actions (spec §1.7)."""
 
@@ -64,6 +68,9 @@ class SampleStats:
     env_steps: int = 0
     agent_steps: int = 0
     episode_returns: list[float] = field(default_factory=list)
+    populations: NDArray[np.float32] | None = None
+    """With population-aware policies: ``(T·B, N, own_dim)`` the minors' own states of every
+    sampled (step, copy), row ``t·B + b``."""
 
 
 class BatchedSampler(SamplerState):
@@ -129,13 +136,7 @@ class BatchedSampler(SamplerState):
         with torch.no_grad():
             for g in self.groups:
                 module = modules[g.module_id]
-                rows = np.ascontiguousarray(obs[:, g.slice]).reshape(-1, d)
-                unique = _distinct_rows(keys[:, g.slice], self.core.num_own_keys) if keys is not None else None
-                if unique is None:
-                    inputs = actor_inputs(module, torch.from_numpy(rows))
-                else:
-                    first, inverse = unique
-                    inputs = actor_inputs(module, torch.from_numpy(rows[first]))[torch.from_numpy(inverse)]
+                inputs = self._actor_inputs(module, obs, g.slice, keys)
                 dist = module.get_exploration_action_dist_cls().from_logits(inputs)
                 a = dist.sample()
                 lp = dist.logp(a)
@@ -144,6 +145,18 @@ class BatchedSampler(SamplerState):
                 logp[:, g.slice] = lp.numpy().reshape(b, k)
                 dist_inputs[g.module_id] = inputs.numpy().reshape(b, k, -1)
         return actions, logp, dist_inputs
+
+    def _actor_inputs(self, module: Any, obs: NDArray[np.float32], agents: slice,
+                      keys: NDArray[np.int64] | None) -> torch.Tensor:
+        """Action-distribution inputs ``(B·k, width)`` of the k agents ``agents`` of every copy."""
+        if _population_aware(module):
+            return module.joint_action_inputs(torch.from_numpy(np.ascontiguousarray(obs)), agents)
+        rows = np.ascontiguousarray(obs[:, agents]).reshape(-1, obs.shape[-1])
+        unique = _distinct_rows(keys[:, agents], self.core.num_own_keys) if keys is not None else None
+        if unique is None:
+            return actor_inputs(module, torch.from_numpy(rows))
+        first, inverse = unique
+        return actor_inputs(module, torch.from_numpy(rows[first]))[torch.from_numpy(inverse)]
 
     def _action_features(self, actions: NDArray) -> NDArray[np.float32]:
         """``(…, n, width)`` float action features: raw continuous samples or one-hots."""
@@ -181,6 +194,10 @@ class BatchedSampler(SamplerState):
                 k = sel.stop - sel.start
                 step = max(1, VALUE_CHUNK_ROWS // k)
                 for i in range(0, flat_obs.shape[0], step):
+                    if _population_aware(module):
+                        whole = torch.from_numpy(np.ascontiguousarray(flat_obs[i:i + step]))
+                        out[i:i + step, sel] = module.joint_values(whole, sel).numpy().reshape(-1, k)
+                        continue
                     o = flat_obs[i:i + step, sel]
                     rows = np.ascontiguousarray(o).reshape(-1, o.shape[-1])
                     unique = None if flat_k is None else _distinct_rows(flat_k[i:i + step, sel], self.core.num_own_keys)
@@ -261,6 +278,12 @@ class BatchedSampler(SamplerState):
                 next_values[t, idx] = self._bootstrap_values(modules, last)
         adv = gae(values, rew_buf[:, :, None], next_values, end_buf[:, :, None], self.gamma, self.lambda_)
         targets = adv + values
+        population_index = None
+        if any(_population_aware(modules[g.module_id]) for g in self.groups):
+            stats.populations = np.ascontiguousarray(
+                obs_buf[:, :, core.minor_offset:][..., core.layout.own]).reshape(t_len * b, core.num_minors, -1)
+            population_index = np.broadcast_to(
+                np.arange(t_len * b, dtype=np.int64).reshape(t_len, b, 1), (t_len, b, n))
         batches = {}
         for g in self.groups:
             sel = g.slice
@@ -282,6 +305,8 @@ class BatchedSampler(SamplerState):
             }
             if cobs_buf is not None:
                 batch[CRITIC_OBS] = rows(cobs_buf)
+            if population_index is not None:
+                batch[POPULATION_INDEX] = rows(population_index)
             batches[g.module_id] = batch
         return batches, stats
 
@@ -292,6 +317,12 @@ class BatchedSampler(SamplerState):
             return self._values(modules, obs, None)
         actions, _, _ = self.act(modules, obs)
         return self._values(modules, obs, self.critic_obs(obs, actions))
+
+
+def _population_aware(module: Any) -> bool:
+    """Whether ``module`` acts and values from all agents of a copy at once (``joint_action_inputs``
+    / ``joint_values``: MF-PPO's DeepSet modules) instead of from each agent's row."""
+    return bool(getattr(module, "population_aware", False))
 
 
 def _distinct_rows(keys: NDArray[np.int64], num_keys: int | None) -> tuple[NDArray, NDArray] | None:

@@ -64,7 +64,7 @@ def test_load_errors(tmp_path: Path) -> None:
     bad.write_text("lr: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load(PPOSettings, bad)
-    with pytest.raises(ConfigError, match="unknown algorithm 'sac'; valid: ippo, mappo, m3fa2c, m3fppo"):
+    with pytest.raises(ConfigError, match="unknown algorithm 'sac'; valid: ippo, mappo, m3fa2c, m3fppo, mfppo"):
         load_algorithm("sac")
 
 
@@ -72,7 +72,7 @@ CHANGED = {  # a valid other value for every settings field
     "gamma": 0.95, "lambda_": 0.9, "lr": 1e-4, "clip_param": 0.3, "use_kl_loss": False, "kl_coeff": 0.5,
     "kl_target": 0.05, "vf_loss_coeff": 0.5, "entropy_coeff": 0.01, "vf_clip_param": 5.0, "grad_clip": 7.0,
     "train_batch_size": 48_000, "minibatch_size": 2_000, "num_epochs": 4, "num_envs_per_env_runner": 60,
-    "minibatching": "shuffled", "rollout_fragment_length": 10,
+    "minibatching": "shuffled", "rollout_fragment_length": 10, "deepset_form": "pairwise", "deepset_hidden": 64,
 }
 
 

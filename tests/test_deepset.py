@@ -94,3 +94,25 @@ def test_gradients_reach_phi_through_the_mean():
     net.value(own, pop, ctx, group).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.critic_set.parameters())
     assert all(p.grad is None for p in net.actor_set.parameters())
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_the_factorised_first_layers_equal_the_concatenated_network(form):
+    """φ and the heads evaluate their first layer part by part (population-shared parts once per
+    population); the result is the network on the concatenated inputs, written out here."""
+    net = _net(form, seed=3)
+    own, pop, ctx, group = _minors(3, 5, 7)
+    own = own + 0.5  # rows' own features differ from the member features
+
+    def embedding(phi, rows):
+        members = torch.cat([pop, ctx[:, None, :].expand(-1, pop.shape[1], -1)], dim=-1)
+        if form == "pooled":
+            return phi(members).mean(dim=1)[group]
+        pairs = torch.cat([own[:, None, :].expand(-1, pop.shape[1], -1), members[group]], dim=-1)
+        return phi(pairs).mean(dim=1)
+
+    with torch.no_grad():
+        a = net.actor_head(torch.cat([own, ctx[group], embedding(net.actor_set.phi, own)], dim=-1))
+        v = net.critic_head(torch.cat([own, ctx[group], embedding(net.critic_set.phi, own)], dim=-1)).squeeze(-1)
+        torch.testing.assert_close(net.action_inputs(own, pop, ctx, group), a)
+        torch.testing.assert_close(net.value(own, pop, ctx, group), v)

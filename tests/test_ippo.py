@@ -15,18 +15,21 @@ no IPPO trend in 60 iterations: the major cannot act and 5 minors move it only c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from m3fmarl.cli import main
-from m3fmarl.config import PPOSettings
+from m3fmarl import registry
+from m3fmarl.config import PPOSettings, settings_class
 from m3fmarl.multiagent import MultiAgentCore
 from m3fmarl.rollout import ReturnStats
 from m3fmarl.train import RunSpec, checkpoints, train
@@ -40,13 +43,18 @@ TINY = PPOSettings(lr=1e-3, train_batch_size=200, minibatch_size=100, num_epochs
 pytestmark = pytest.mark.slow  # every test here trains with RLlib (make test-fast skips them)
 
 
-@pytest.mark.parametrize("algo", ["ippo", "mappo"])
+def tiny(algo: str) -> Any:
+    """TINY in the settings class of ``algo``."""
+    return settings_class(algo)(**dataclasses.asdict(TINY))
+
+
+@pytest.mark.parametrize("algo", registry.names("multi-agent"))
 @pytest.mark.parametrize("problem", PROBLEM_NAMES)
 def test_trains_checkpoints_and_evaluates_every_problem(
     algo: str, problem: str, tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture,
 ) -> None:
-    run = train(RunSpec(algo, problem, 3, "reference", seed=1, iterations=2), tmp_path / "run", settings=TINY,
-                checkpoint_every=1, log=lambda line: None)
+    run = train(RunSpec(algo, problem, 3, "reference", seed=1, iterations=2), tmp_path / "run",
+                settings=tiny(algo), checkpoint_every=1, log=lambda line: None)
     rows = progress_rows(run)
     assert [float(r["env_steps"]) for r in rows] == [200.0, 400.0]
     assert all(np.isfinite(float(r["vf_loss"])) for r in rows)
@@ -135,8 +143,6 @@ def test_bench_marl_reports_sampling_rates(capsys: pytest.CaptureFixture) -> Non
 
 
 def test_cli_train_resume_evaluate_mappo(tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture) -> None:
-    import dataclasses
-
     import yaml
 
     cfg = tmp_path / "tiny.yaml"

@@ -332,11 +332,11 @@ def test_beach_bar_policy_runs_once_per_distinct_cell_with_the_same_outputs() ->
     one-pass-per-agent ones."""
     import torch
 
-    from marl_baselines.ppo import module_specs
+    from marl_baselines.ppo import marl_module_specs
 
     core = MultiAgentCore("beach-bar", 60, "reference")
     torch.manual_seed(0)
-    modules = {mid: spec.build() for mid, spec in module_specs("local", core).items()}
+    modules = {mid: spec.build() for mid, spec in marl_module_specs("local", core).items()}
     sampler = BatchedSampler(core, num_envs=3, seed=4)
     keys = core.own_keys(sampler.state)
     assert keys.shape == (3, 61) and keys[:, 0].tolist() == [25, 25, 25]

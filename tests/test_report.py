@@ -51,6 +51,7 @@ SETTINGS = """\
       m3fa2c: {train_batch_size: 2000, num_envs_per_env_runner: 20}
       ippo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
       mappo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
+      mfppo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
 """
 M3FPPO_BLOCK = """\
   - algorithms: [m3fppo]
@@ -116,6 +117,28 @@ evaluation: {{num_minors: [2, 4, 30], executions: [centralized, decentralized], 
 budgets:
   smoke:
 {SETTINGS}"""
+MFPPO_BLOCK = """\
+  - algorithms: [mfppo]
+    num_minors: [3]
+    seeds: [0]
+    iterations: 1
+"""
+MFPPO_N = f"""\
+id: mfppo-n
+problems: [potential]
+grid:
+{MFPPO_BLOCK}evaluation: {{num_minors: null, episodes: 3}}
+budgets:
+  smoke:
+{SETTINGS}"""
+MFPPO_TRANSFER = f"""\
+id: mfppo-transfer
+problems: [potential]
+grid:
+{MFPPO_BLOCK}evaluation: {{num_minors: [2, 4, 30], episodes: 3}}
+budgets:
+  smoke:
+{SETTINGS}"""
 
 
 def _env() -> dict[str, str]:
@@ -160,10 +183,11 @@ def sweeps(tmp_path_factory, ray_session) -> dict[str, Path]:
     for trial in table2.trials:
         if trial.algo != "mappo":  # left unfinished
             run_trial(trial, out["table2"])
-    fig9 = _sweep(root, "fig9", FIG9)
-    out["fig9"] = root / "fig9"
-    _ledger(out["fig9"], fig9)
-    run_trial(fig9.trials[0], out["fig9"])
+    for name, text in (("fig9", FIG9), ("mfppo-n", MFPPO_N), ("mfppo-transfer", MFPPO_TRANSFER)):
+        sweep = _sweep(root, name, text)
+        out[name] = root / name
+        _ledger(out[name], sweep)
+        run_trial(sweep.trials[0], out[name])
     for name, text in (("fig5", FIG5), ("fig7", FIG7), ("fig10", FIG10), ("fig12", FIG12)):
         sweep = _sweep(root, name, text)
         out[name] = root / name
@@ -185,7 +209,7 @@ def report(sweeps, tmp_path_factory):
     """`m3fmarl report` over every sweep directory, through the command line."""
     before = {k: _snapshot(v) for k, v in sweeps.items()}
     dest = tmp_path_factory.mktemp("out") / "report"
-    dirs = [str(sweeps[k]) for k in ("table2", "fig5", "fig7", "fig9", "fig10", "fig12")]
+    dirs = [str(sweeps[k]) for k in ("table2", "fig5", "fig7", "fig9", "fig10", "fig12", "mfppo-n", "mfppo-transfer")]
     p = subprocess.run([*M3FCLI, "report", *dirs, "--out", str(dest)], capture_output=True, text=True, env=_env(),
                        timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -263,13 +287,16 @@ def test_report_md_lists_findings_missing_trials_and_embeds_outputs(sweeps, name
     out, proc = report["out"], report["proc"]
     unfinished = names["potential", "mappo", 0]
     md = (out / "report.md").read_text()
-    for exp in ("table2", "fig5", "fig7", "fig9", "fig10", "fig12"):
+    experiments = ("table2", "fig5", "fig7", "fig9", "fig10", "fig12", "mfppo-n", "mfppo-transfer")
+    for exp in experiments:
         assert f"## {exp} — smoke budget" in md
-    assert md.count("smoke budget: not comparable with the paper") == 6
+    assert md.count("smoke budget: not comparable with the paper") == len(experiments)
     assert "trials finished: 6 of 7" in md and f"missing (not finished, left out below): `{unfinished}`" in md
     assert "trials finished: 4 of 4" in md  # fig5
-    for png in ("fig5-smoke.png", "fig7-smoke.png", "fig9-smoke.png", "fig10-smoke.png", "fig12-smoke.png"):
+    for png in ("fig5-smoke.png", "fig7-smoke.png", "fig9-smoke.png", "fig10-smoke.png", "fig12-smoke.png",
+                "mfppo-n-smoke.png", "mfppo-transfer-smoke.png"):
         assert f"]({png})" in md
+    assert "Transfer over N: the MF-PPO policy" in md and "(MA)" in md
     assert "| problem | IPPO | MAPPO | M3FA2C | M3FPPO |" in md
     assert "[table2-smoke.csv](table2-smoke.csv)" in md
     # stderr names the unfinished trial; the command still succeeds
@@ -279,7 +306,8 @@ def test_report_md_lists_findings_missing_trials_and_embeds_outputs(sweeps, name
 
 
 @pytest.mark.slow  # uses the module's trained sweeps
-@pytest.mark.parametrize(("name", "panels"), [("fig5", 2), ("fig7", 1), ("fig9", 1), ("fig10", 1), ("fig12", 1)])
+@pytest.mark.parametrize(("name", "panels"), [("fig5", 2), ("fig7", 1), ("fig9", 1), ("fig10", 1), ("fig12", 1),
+                                              ("mfppo-n", 1), ("mfppo-transfer", 1)])
 def test_pictures_are_pngs_with_one_panel_per_problem(report, name, panels):
     from PIL import Image
 

@@ -266,13 +266,20 @@ class M3FPPOTorchLearner(PPOTorchLearner):
         super().build()
         self._kl_sums: dict[str, list] = {}
 
+    MINIBATCH_ITERATORS: dict[str, type] = {"reference": ReferenceMinibatches}
+    """``learner_config_dict["minibatching"]`` values served by an iterator of ours (built as
+    ``cls(batch, num_epochs=, minibatch_size=, rng=)``); any other value is RLlib's reshuffling
+    ``MiniBatchCyclicIterator`` (``shuffled``)."""
+    DEFAULT_MINIBATCHING = "shuffled"
+
     def _create_iterator_if_necessary(self, *, training_data: Any, num_total_minibatches: int = 0,
                                       num_epochs: int = 1, minibatch_size: int | None = None,
                                       shuffle_batch_per_epoch: bool = False, **kwargs: Any) -> Any:
-        """``learner_config_dict["minibatching"] == "reference"``: :class:`ReferenceMinibatches`
+        """Minibatches of :attr:`MINIBATCH_ITERATORS` (``reference``: :class:`ReferenceMinibatches`)
         instead of RLlib's reshuffling ``MiniBatchCyclicIterator``."""
-        mode = self.config.learner_config_dict.get(MINIBATCHING_KEY, "shuffled")
-        if mode != "reference" or not minibatch_size or training_data.data_iterators:
+        mode = self.config.learner_config_dict.get(MINIBATCHING_KEY, self.DEFAULT_MINIBATCHING)
+        iterator = self.MINIBATCH_ITERATORS.get(mode)
+        if iterator is None or not minibatch_size or training_data.data_iterators:
             return super()._create_iterator_if_necessary(
                 training_data=training_data, num_total_minibatches=num_total_minibatches, num_epochs=num_epochs,
                 minibatch_size=minibatch_size, shuffle_batch_per_epoch=shuffle_batch_per_epoch, **kwargs)
@@ -284,8 +291,7 @@ class M3FPPOTorchLearner(PPOTorchLearner):
             return {}
         if not hasattr(self, "_minibatch_rng"):
             self._minibatch_rng = np.random.default_rng(self.config.seed)
-        return ReferenceMinibatches(batch, num_epochs=num_epochs, minibatch_size=minibatch_size,
-                                    rng=self._minibatch_rng)
+        return iterator(batch, num_epochs=num_epochs, minibatch_size=minibatch_size, rng=self._minibatch_rng)
 
     def reseed_minibatches(self, seed: int) -> None:
         """Restart the reference minibatch order from ``seed`` (set per training iteration by

@@ -212,6 +212,10 @@ class BeachBar(Problem[BeachState]):
         d = 2 * GRID + 4 * GRID + NUM_CELLS
         return np.zeros(d), np.ones(d)
 
+    def agent_population(self) -> IntArray:
+        """The 25-number histogram after own state and the bar's and target's one-hots."""
+        return 2 * GRID + 4 * GRID + np.arange(NUM_CELLS)
+
     # --- rendering ---------------------------------------------------------------------------
     def draw(self, ax: Any, state: BeachState, index: int = 0) -> None:
         mu = batched_histogram(state.minors[index : index + 1], NUM_CELLS)[0]

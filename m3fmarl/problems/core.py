@@ -377,6 +377,13 @@ class Problem(ABC, Generic[S]):
         d = self.agent_observation_bounds()[0].shape[0]
         return np.arange(self.agent_own_dim), np.arange(self.agent_own_dim, d)
 
+    def agent_population(self) -> IntArray:
+        """Indices of one agent's observation that hold the minors' own empirical distribution
+        (their histogram): what a permutation-invariant population embedding (MF-PPO) replaces.
+        The rest of the shared part is the population's context (major state, targets, other
+        populations such as particles or areas)."""
+        raise NotImplementedError
+
     def agent_own_keys(self, state: S) -> IntArray | None:
         """``(B, n_agents)`` id of each agent's own state when there are :attr:`num_own_keys`
         of them (agents of one copy with equal keys have equal observations), else None."""

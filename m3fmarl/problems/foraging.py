@@ -488,6 +488,10 @@ class Foraging(Problem[ForagingState]):
         high = np.concatenate([[HIGH, HIGH, 1.0], [HIGH, LOW + 1.0], np.ones(m)])
         return low, high
 
+    def agent_population(self) -> IntArray:
+        """The minors' mass per histogram cell (every ``layers``-th entry after own and truck)."""
+        return self.agent_own_dim + 2 + np.arange(self.num_cells) * self._agent_layers()
+
     # --- rendering ---------------------------------------------------------------------------
     def draw(self, ax: Any, state: ForagingState, index: int = 0) -> None:
         from matplotlib.patches import Circle

@@ -202,6 +202,10 @@ class Formation(Problem[FormationState]):
         return (np.concatenate([np.full(6, LOW), np.zeros(hist)]),
                 np.concatenate([np.full(6, HIGH), np.ones(hist)]))
 
+    def agent_population(self) -> IntArray:
+        """Layer 0 (minors) of the two-layer histogram after own x, y and z."""
+        return 6 + 2 * np.arange(NUM_BINS * NUM_BINS)
+
     # --- rendering ---------------------------------------------------------------------------
     def draw(self, ax: Any, state: FormationState, index: int = 0) -> None:
         draw_points(ax, state.minors[index], state.particles[index])

@@ -158,6 +158,10 @@ class Potential(Problem[PotentialState]):
         hist = batched_histogram(self.cells(state), NUM_BINS)
         return np.concatenate([state.major[:, None], state.target[:, None], hist], axis=1)
 
+    def agent_population(self) -> IntArray:
+        """The 7-bin histogram after own x, y and z."""
+        return 3 + np.arange(NUM_BINS)
+
     def agent_observation_bounds(self) -> tuple[FloatArray, FloatArray]:
         return np.concatenate([np.full(3, LO), np.zeros(NUM_BINS)]), np.concatenate([np.full(3, HI), np.ones(NUM_BINS)])
 

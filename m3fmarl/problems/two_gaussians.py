@@ -295,6 +295,10 @@ class TwoGaussians(Problem[TwoGaussiansState]):
         cells = np.arange(NUM_BINS * NUM_BINS * 4).reshape(-1, 4)
         return np.array([0, 1]), cells[:, 2:].ravel()
 
+    def agent_population(self) -> IntArray:
+        """Layer 2 of every cell (minors counts/N)."""
+        return np.arange(NUM_BINS * NUM_BINS * 4).reshape(-1, 4)[:, 2]
+
     # --- rendering ---------------------------------------------------------------------------
     def draw(self, ax: Any, state: TwoGaussiansState, index: int = 0) -> None:
         draw_points(ax, state.minors[index], state.particles[index])

@@ -9,8 +9,10 @@ its trials; a trial shared by several experiments is one run directory), and wri
                                with every table and picture below embedded
     table2-<budget>.md/.csv    Table 2: rows = problems, columns = IPPO, MAPPO, M3FA2C, M3FPPO,
                                "ours mean ± ci95 (paper mean ± ci95)"; the CSV has separate columns
-    <fig>-<budget>.png         fig5, fig6, fig7, fig9, fig10, fig12, fig13: 1 × P panels, one per
-                               problem present in the data, in the paper's order
+    <fig>-<budget>.png         fig5, fig6, fig7, fig9, fig10, fig12, fig13 (and the MF-PPO
+                               experiments mfppo-n, drawn as fig12, and mfppo-transfer, drawn as
+                               fig9): 1 × P panels, one per problem present in the data, in the
+                               paper's order
 
 What each picture shows follows spec/experiments.md §2 (curves: return against env steps, mean
 ± 1 std (ddof 0) over the seeds, truncated to the shortest trial).  The paper's Table 2 numbers
@@ -53,12 +55,17 @@ PROBLEM_LABELS = PAPER_NAMES
 ALGO_LABELS = {a.name: a.label for a in registry.ALGORITHMS.values()}
 """Algorithm name → label in tables and plots (from :mod:`m3fmarl.registry`)."""
 TABLE2_ALGOS = registry.names()
-"""Table 2 columns: every registered algorithm, in registry order (the paper's column order)."""
+"""Candidate Table 2 columns: every registered algorithm, in registry order (the paper's column
+order, then the extra baselines); see :func:`table2_algos`."""
 M3F_ALGOS = registry.names("m3fc")
 REFERENCE = registry.mf_reference()
 """The algorithm whose policies give the MF line and Figs. 5, 6, 9 (the paper's M3FPPO)."""
 TABLE2_N = 20
-FIGURES = ("fig5", "fig6", "fig7", "fig9", "fig10", "fig12", "fig13")
+FIGURE_KINDS = {"fig5": "fig5", "fig6": "fig6", "fig7": "fig7", "fig9": "fig9", "fig10": "fig10", "fig12": "fig12",
+                "fig13": "fig13", "mfppo-n": "fig12", "mfppo-transfer": "fig9"}
+"""Experiment id → the paper figure it is drawn like (the MF-PPO experiments, spec §4.1, reuse
+the curves-per-N figure of IPPO/MAPPO and the transfer figure of M3FPPO)."""
+FIGURES = tuple(FIGURE_KINDS)
 BUDGET_NOTES = {
     "smoke": "smoke budget: not comparable with the paper (a check that the code runs: small N, a few iterations "
              "of small batches, a few evaluation episodes)",
@@ -302,14 +309,21 @@ class Table2Cell:
     paper: PaperValue | None
 
 
+def table2_algos(sweep: SweepResult) -> list[str]:
+    """The columns of ``sweep``'s Table 2: the paper's algorithms always (a gap says "not run"),
+    the extra baselines (no paper value, e.g. MF-PPO) only when the sweep trains them."""
+    in_paper = {label for _, label in read_paper_table2()}
+    return [a for a in TABLE2_ALGOS if ALGO_LABELS[a] in in_paper or any(t.algo == a for t in sweep.trials)]
+
+
 def table2_cells(sweep: SweepResult) -> list[Table2Cell]:
     """Per (problem, algorithm) of the sweep: the best trial's N = 20 evaluation (CE for the M3F
-    methods, multi-agent for IPPO/MAPPO), next to the paper's number."""
+    methods, multi-agent for IPPO/MAPPO/MF-PPO), next to the paper's number."""
     paper = read_paper_table2()
     problems = [p for p in PROBLEM_ORDER if any(t.problem == p for t in sweep.trials)]
     cells = []
     for problem in problems:
-        for algo in TABLE2_ALGOS:
+        for algo in table2_algos(sweep):
             candidates = [(t, t.cell(TABLE2_N, "centralized")) for t in sweep.finished
                           if t.problem == problem and t.algo == algo]
             with_cell = {t.name: r for t, r in candidates if r is not None}
@@ -357,7 +371,8 @@ def table2_caption(sweep: SweepResult) -> str:
     rule = "; ".join(f"{v} variant: {CI_RULES.get(v, '?')}" for v in variants)
     return (f"Table 2 ({sweep.budget} budget): mean return ± 95 % CI ({rule}) at N = {TABLE2_N} of the best "
             f"trial per problem and algorithm ({BEST_RULE}, among the finished trials evaluated at N = {TABLE2_N}; "
-            f"centralized execution for M3FA2C/M3FPPO, every agent on its own observation for IPPO/MAPPO), "
+            f"centralized execution for {'/'.join(ALGO_LABELS[a] for a in M3F_ALGOS)}, every agent on its own "
+            f"observation for {'/'.join(ALGO_LABELS[a] for a in registry.names('multi-agent'))}), "
             f"paper value in parentheses. " + "; ".join(parts) + ".")
 
 
@@ -382,11 +397,11 @@ def seeds_markdown(sweep: SweepResult) -> str:
 
 
 def table2_markdown(sweep: SweepResult, cells: Sequence[Table2Cell]) -> str:
-    lines = [f"| problem | {' | '.join(ALGO_LABELS[a] for a in TABLE2_ALGOS)} |",
-             "|---" * (len(TABLE2_ALGOS) + 1) + "|"]
+    algos = list(dict.fromkeys(c.algo for c in cells))
+    lines = [f"| problem | {' | '.join(ALGO_LABELS[a] for a in algos)} |", "|---" * (len(algos) + 1) + "|"]
     for problem in dict.fromkeys(c.problem for c in cells):
         row = []
-        for algo in TABLE2_ALGOS:
+        for algo in algos:
             c = next(c for c in cells if c.problem == problem and c.algo == algo)
             ours = _pm(c.result["mean"], ci95(c.result, c.trial.variant)) if c.result else "not run"
             if c.result is None and any(t.problem == problem and t.algo == algo for t in sweep.trials):
@@ -566,6 +581,7 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
     """The picture of ``sweep``'s experiment → (path, panels, caption); None if its trials have
     nothing to draw."""
     fid = sweep.experiment
+    kind = FIGURE_KINDS.get(fid)
     fin = sweep.finished
     mf_sweeps = [sweep, *[s for s in others if s is not sweep]]
     ref = REFERENCE.name
@@ -573,13 +589,18 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
     # the M3FC ones
     marl = [a for a in registry.names("multi-agent") if any(t.algo == a for t in sweep.trials)]
     m3f = [a for a in M3F_ALGOS if any(t.algo == a for t in sweep.trials)]
-    if fid in ("fig7", "fig12", "fig13"):
+    # the transfer figure shows one algorithm: M3FPPO (fig9), else the sweep's first one
+    transfer_algo = ref if any(t.algo == ref for t in sweep.trials) else next(
+        (a for a in registry.names() if any(t.algo == a for t in sweep.trials)), ref)
+    if kind in ("fig7", "fig12", "fig13"):
         problems = sweep.problems(marl) or sweep.problems()
-    elif fid == "fig10":
+    elif kind == "fig10":
         problems = sweep.problems(m3f)
+    elif kind == "fig9":
+        problems = sweep.problems([transfer_algo])
     else:
         problems = sweep.problems([ref])
-    if fid not in FIGURES or not problems:
+    if kind is None or not problems:
         return None
     if marl_scaling not in MARL_SCALINGS:
         raise ReportError(f"unknown MARL scaling {marl_scaling!r}; valid: {', '.join(MARL_SCALINGS)}")
@@ -588,9 +609,9 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
     ylabel = "return J(π)"
     scaling_text = ("team return against joint env steps" if marl_scaling == "team" else
                     "the authors' plotting scale: summed agent return and env steps both divided by N + 1")
-    if fid in ("fig7", "fig12", "fig13") and marl_scaling == "reference":
+    if kind in ("fig7", "fig12", "fig13") and marl_scaling == "reference":
         xlabel = "env steps / (N + 1)"
-    if fid == "fig5":
+    if kind == "fig5":
         caption = (f"{REFERENCE.label} training curves: mean over seeds ± 1 std (shaded), maximum over seeds "
                    "(dotted), truncated to the shortest trial")
         for ax, p in zip(axes, problems, strict=True):
@@ -599,18 +620,18 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
             if curve is not None and curve.trials > 1:
                 ax.plot(curve.steps, curve.max, color=REFERENCE.color, lw=1.0, ls=":",
                         marker="." if len(curve.steps) < 20 else None, label="max over seeds")
-    elif fid == "fig6":
+    elif kind == "fig6":
         caption = f"{REFERENCE.label} trained directly at N: one line per training N (mean ± 1 std if several seeds)"
         for ax, p in zip(axes, problems, strict=True):
             trials = _group(fin, problem=p, algo=ref)
             for j, n in enumerate(sorted({t.num_minors for t in trials})):
                 _draw_curve(ax, mean_curve(_group(trials, num_minors=n)), f"N={n}", f"C{j}")
-    elif fid == "fig10":
+    elif kind == "fig10":
         caption = f"{' vs '.join(ALGO_LABELS[a] for a in m3f)} training curves (mean ± 1 std if several seeds)"
         for ax, p in zip(axes, problems, strict=True):
             for algo in m3f:
                 _draw_curve(ax, mean_curve(_group(fin, problem=p, algo=algo)), ALGO_LABELS[algo], COLORS[algo])
-    elif fid == "fig7":
+    elif kind == "fig7":
         caption = (f"{' and '.join(ALGO_LABELS[a] for a in marl)} training curves (mean ± 1 std over seeds; "
                    f"{scaling_text}); dashed: {REFERENCE.label} evaluated at N = {TABLE2_N}, CE (MF; the best "
                    f"Table 2 {REFERENCE.label} trial)")
@@ -622,7 +643,7 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
                     _draw_curve(ax, marl_scaled(mean_curve(group), group, marl_scaling), f"{ALGO_LABELS[algo]} N={n}",
                                 COLORS[algo])
             _mf_line(ax, mf_level(p, mf_sweeps))
-    elif fid in ("fig12", "fig13"):
+    elif kind in ("fig12", "fig13"):
         caption = (f"{' and '.join(ALGO_LABELS[a] for a in marl)} trained at each N: one line per N, mean ± 1 std "
                    f"over seeds ({scaling_text}); dashed: {REFERENCE.label} evaluated at N = {TABLE2_N}, CE (MF; the "
                    f"best Table 2 {REFERENCE.label} trial)")
@@ -632,13 +653,17 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
                 group = _group(trials, num_minors=n)
                 _draw_curve(ax, marl_scaled(mean_curve(group), group, marl_scaling), f"N={n}", f"C{j}")
             _mf_line(ax, mf_level(p, mf_sweeps))
-    elif fid == "fig9":
+    elif kind == "fig9":
         xlabel, ylabel = "number of minor agents N", "return J_N(π)"
-        caption = (f"Transfer over N: the {REFERENCE.label} policy of the best trial ({BEST_RULE}) "
-                   "run at each N with centralized (CE) and decentralized (DE) execution, shaded 95 % CI; "
-                   "MF = CE at the largest evaluated N")
+        algo = registry.get(transfer_algo)
+        if algo.multiagent:
+            how = "every agent acting on its own observation (MA)"
+        else:
+            how = "centralized (CE) and decentralized (DE) execution"
+        caption = (f"Transfer over N: the {algo.label} policy of the best trial ({BEST_RULE}) run at each N with "
+                   f"{how}, shaded 95 % CI; MF = the largest evaluated N")
         for ax, p in zip(axes, problems, strict=True):
-            _draw_transfer(ax, _group(fin, problem=p, algo=ref))
+            _draw_transfer(ax, _group(fin, problem=p, algo=transfer_algo))
             ax.xaxis.get_major_locator().set_params(integer=True)
     title = f"{fid} — {sweep.budget} budget" + ("\nnot comparable with the paper" if sweep.budget != "paper" else "")
     path = _finish_figure(fig, axes, problems, title, out, xlabel, ylabel)
@@ -653,8 +678,13 @@ def _draw_transfer(ax: Any, trials: Sequence[TrialResult]) -> None:
 
     best = best_trial(t for t in trials if t.evaluation)
     ns = sorted({r["num_minors"] for r in best.evaluation or [] if r["num_minors"] != mf_n})
-    # both lines are M3FPPO's policy (its registry colour); execution by line style and marker
-    for execution, short, ls, mk in (("centralized", "CE", "-", "o"), ("decentralized", "DE", "--", "s")):
+    # M3F policies: CE and DE lines (the algorithm's registry colour, execution by line style and
+    # marker); multi-agent policies have one execution (MA)
+    if best.algo in M3F_ALGOS:
+        lines = (("centralized", "CE", "-", "o"), ("decentralized", "DE", "--", "s"))
+    else:
+        lines = (("multi-agent", "MA", "-", "o"),)
+    for execution, short, ls, mk in lines:
         pts = [(n, best.cell(n, execution)) for n in ns]
         pts = [(n, r) for n, r in pts if r is not None]
         if not pts:
@@ -665,9 +695,9 @@ def _draw_transfer(ax: Any, trials: Sequence[TrialResult]) -> None:
         color = COLORS.get(best.algo, REFERENCE.color)
         ax.plot(x, m, color=color, ls=ls, marker=mk, ms=3, label=f"{short} (s{best.seed})")
         ax.fill_between(x, m - ci, m + ci, color=color, alpha=0.2 if execution == "centralized" else 0.1, lw=0)
-    top = best.cell(mf_n, "centralized")
+    top = best.cell(mf_n, lines[0][0])
     if top is not None:
-        _mf_line(ax, (top["mean"], ci95(top, best.variant), f"MF (CE, N={mf_n})"), band=True)
+        _mf_line(ax, (top["mean"], ci95(top, best.variant), f"MF ({lines[0][1]}, N={mf_n})"), band=True)
 
 
 # ----------------------------------------------------------------------------------------------
