@@ -127,8 +127,10 @@ class MFPPOSettings(PPOSettings):
     deepset_form: str = "pooled"
     """Population embedding: ``pooled`` (mean_j φ([x_j, x0]) once per population, linear in N) or
     ``pairwise`` (mean_j φ([x_i, x_j, x0]) per agent, O(N²) per joint step; docs/benchmarks.md)."""
-    deepset_hidden: int = 256
-    """Width of φ's two tanh layers and of the actor and critic heads' two tanh layers."""
+    deepset_hidden: int = 128
+    """Width of φ's two tanh layers and of the actor and critic heads' two tanh layers (128: about
+    IPPO's number of weights, 0.7×, and 1.2× its time per iteration; the spec's 256 has 2.6× the
+    weights and takes 3.3×, docs/benchmarks.md)."""
 
     MINIBATCHINGS: ClassVar[tuple[str, ...]] = ("populations", "shuffled")
     MINIBATCHING_BY_VARIANT: ClassVar[dict[str, str]] = {"reference": "populations", "paper": "populations"}
