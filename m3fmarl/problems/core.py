@@ -377,6 +377,20 @@ class Problem(ABC, Generic[S]):
         d = self.agent_observation_bounds()[0].shape[0]
         return np.arange(self.agent_own_dim), np.arange(self.agent_own_dim, d)
 
+    def agent_action_grid(self) -> FloatArray | None:
+        """A finite action set for value-based agents (HMF, spec/experiments.md §4.2): ``(K, d)``
+        points of U = [-1, 1]^d — 1-D: the 5 levels {−1, −0.5, 0, 0.5, 1}; 2-D: {−1, 0, 1}² (9
+        velocities; the dynamics normalise norms > 1) — or None where the minor actions are
+        discrete already (Beach bar).  Agent k's discrete action i means the continuous action
+        ``grid[i]`` (a deviation from the paper's continuous action spaces)."""
+        if self.discrete:
+            return None
+        d = int(self.minor_action_dim)
+        if d == 1:
+            return np.linspace(-1.0, 1.0, 5)[:, None]
+        levels = np.array([-1.0, 0.0, 1.0])
+        return np.stack(np.meshgrid(*([levels] * d), indexing="ij"), axis=-1).reshape(-1, d)
+
     def agent_population(self) -> IntArray:
         """Indices of one agent's observation that hold the minors' own empirical distribution
         (their histogram): what a permutation-invariant population embedding (MF-PPO) replaces.
