@@ -1,7 +1,8 @@
 """Building blocks of HMF, hierarchical mean-field Q-learning (Yu, AAAI 2023; spec/experiments.md
-§4.2, issue 14): grouping of the minors, the attention that weighs a group's members, and the
-two-level TD targets.  The algorithm (networks, replay, ε-greedy, RLlib wiring, registry entry)
-builds on these; until then nothing here is reachable from ``--algo``.
+§4.2, issue 14): grouping of the minors, the attention that weighs a group's members, the
+two-level TD targets, the networks (Q_LOC, attention, Q_GMF) and their losses with target
+networks.  The algorithm (replay, ε-greedy acting, the major's own group, RLlib wiring, registry
+entry) builds on these; until then nothing here is reachable from ``--algo``.
 
 Notation (paper Eqs. 11–14, 17): agent k of group i has x_k = (o_k, one-hot a_k); the group's
 mean field is μ(x^(i)) = Σ_{k∈i} λ_k x_k with attention weights λ (Σ_{k∈i} λ_k = 1); the group
@@ -196,3 +197,77 @@ def top_target(reward: torch.Tensor, done: torch.Tensor, gamma: float, q_gmf_nex
     _, r_total = _rewards(reward, sizes, reward_mode)
     boot = torch.where(sizes > 0, q_gmf_next, torch.zeros_like(q_gmf_next)).sum(1)
     return r_total + gamma * (1.0 - done.to(reward.dtype)) * boot
+
+
+# --- networks and the two-level loss -----------------------------------------------------------------
+
+
+def _q_mlp(sizes: list[int], out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.Tanh()]
+    layers.append(nn.Linear(sizes[-1], out))
+    return nn.Sequential(*layers)
+
+
+class HMFNetworks(nn.Module):
+    """The minors' HMF networks (spec §4.2): Q_LOC(o_k, ·) over the K actions (shared by all
+    minors; acting is greedy or ε-greedy on it), the group attention over x_k = (o_k, one-hot
+    a_k), and Q_GMF(μ) of a group's mean field; 2 × ``hidden`` tanh layers each."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: int = 256, key_dim: int = 64) -> None:
+        super().__init__()
+        self.num_actions = int(num_actions)
+        self.q_loc = _q_mlp([obs_dim, hidden, hidden], self.num_actions)
+        self.attention = GroupAttention(obs_dim + self.num_actions, key_dim)
+        self.q_gmf = _q_mlp([obs_dim + self.num_actions, hidden, hidden], 1)
+
+    def features(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """x_k = (o_k, one-hot a_k): ``(B, N, D)``, ``(B, N)`` → ``(B, N, D + K)``."""
+        return torch.cat([obs, nn.functional.one_hot(actions, self.num_actions).to(obs.dtype)], dim=-1)
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor, groups: torch.Tensor, num_groups: int,
+                 ) -> dict[str, torch.Tensor]:
+        """Q_LOC(x_k) ``(B, N)``, λ ``(B, N)``, μ ``(B, m, D + K)``, group sizes and Q_GMF(μ)
+        ``(B, m)`` for the taken ``actions``, and every action's Q_LOC ``(B, N, K)``."""
+        q_all = self.q_loc(obs)
+        x = self.features(obs, actions)
+        lam, mu, sizes = self.attention(x, groups, num_groups)
+        return {"q_all": q_all, "q_loc": q_all.gather(-1, actions[..., None]).squeeze(-1), "lam": lam, "mu": mu,
+                "sizes": sizes, "q_gmf": self.q_gmf(mu).squeeze(-1), "x": x}
+
+
+def hmf_losses(online: HMFNetworks, target: HMFNetworks, batch: dict[str, torch.Tensor], num_groups: int,
+               gamma: float, *, reward_mode: str = "team", alpha: float = 0.0) -> dict[str, torch.Tensor]:
+    """The bottom-level (Eq. 12) and top-level (Eq. 14) TD losses of a batch of joint transitions
+    and the optional member-to-mean regulariser α Σ_k ‖x_k − μ(x)‖² of the paper.
+
+    ``batch``: ``obs``/``next_obs`` ``(B, N, D)``, ``actions`` ``(B, N)`` long, ``reward``
+    ``(B,)``, ``done`` ``(B,)`` bool, ``groups`` ``(B, N)`` (an episode keeps its groups, so the
+    next step uses the same).  The next actions are the online Q_LOC's greedy ones, scored by the
+    target networks (double Q-learning).  Returns ``group``, ``top``, ``regulariser`` and
+    ``total`` (their sum)."""
+    groups = batch["groups"]
+    now = online.evaluate(batch["obs"], batch["actions"], groups, num_groups)
+    with torch.no_grad():
+        next_actions = online.q_loc(batch["next_obs"]).argmax(-1)
+        nxt = target.evaluate(batch["next_obs"], next_actions, groups, num_groups)
+        y_group = group_targets(batch["reward"], batch["done"], gamma, nxt["lam"], nxt["q_loc"], nxt["q_gmf"],
+                                groups, nxt["sizes"], reward_mode)
+        y_top = top_target(batch["reward"], batch["done"], gamma, nxt["q_gmf"], nxt["sizes"], reward_mode)
+    present = now["sizes"] > 0
+    q_group = group_values(now["lam"], now["q_loc"], now["q_gmf"], groups)
+    group_loss = ((q_group - y_group) ** 2)[present].mean()
+    q_top = torch.where(present, now["q_gmf"], torch.zeros_like(now["q_gmf"])).sum(1)
+    top_loss = ((q_top - y_top) ** 2).mean()
+    mu_of_member = now["mu"].gather(1, groups[..., None].expand(-1, -1, now["mu"].shape[-1]))
+    regulariser = alpha * ((now["x"] - mu_of_member) ** 2).sum(-1).mean() if alpha else torch.zeros(())
+    return {"group": group_loss, "top": top_loss, "regulariser": regulariser,
+            "total": group_loss + top_loss + regulariser}
+
+
+def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """θ̂ ← τ·θ + (1 − τ)·θ̂ (Algorithm 1, lines 15–17)."""
+    with torch.no_grad():
+        for t, o in zip(target.parameters(), online.parameters(), strict=True):
+            t.mul_(1.0 - tau).add_(o, alpha=tau)

@@ -141,3 +141,40 @@ def test_action_grids_discretise_each_agents_velocity(problem):
     assert grid.shape == ((5, 1) if d == 1 else (9, 2))
     assert np.all(np.abs(grid) <= 1.0) and len(np.unique(grid, axis=0)) == len(grid)
     assert any(np.all(row == 0) for row in grid)  # standing still is an action
+
+
+def _batch(b: int = 16, n: int = 6, d: int = 4, k: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"obs": torch.randn(b, n, d, generator=g), "next_obs": torch.randn(b, n, d, generator=g),
+            "actions": torch.randint(0, k, (b, n), generator=g), "reward": torch.randn(b, generator=g),
+            "done": torch.rand(b, generator=g) < 0.2, "groups": torch.randint(0, 2, (b, n), generator=g)}
+
+
+def test_hmf_losses_train_every_network_and_fit_a_fixed_batch():
+    import copy
+
+    from marl_baselines.hmf import HMFNetworks, hmf_losses, soft_update
+
+    torch.manual_seed(0)
+    online = HMFNetworks(4, 3, hidden=32, key_dim=8)
+    with torch.no_grad():
+        online.attention.query.normal_()
+    target = copy.deepcopy(online)
+    batch = _batch()
+    losses = hmf_losses(online, target, batch, 2, 0.9, alpha=0.1)
+    assert set(losses) == {"group", "top", "regulariser", "total"} and losses["regulariser"] > 0
+    losses["total"].backward()
+    for name, p in online.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in target.parameters())
+    opt = torch.optim.Adam(online.parameters(), lr=3e-3)
+    first = hmf_losses(online, target, batch, 2, 0.9)["total"].item()
+    for _ in range(200):  # targets fixed (no soft update): plain regression
+        opt.zero_grad()
+        hmf_losses(online, target, batch, 2, 0.9)["total"].backward()
+        opt.step()
+    assert hmf_losses(online, target, batch, 2, 0.9)["total"].item() < 0.1 * first
+    before = [p.clone() for p in target.parameters()]
+    soft_update(target, online, 0.01)
+    for b0, t, o in zip(before, target.parameters(), online.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.99 * b0 + 0.01 * o)
