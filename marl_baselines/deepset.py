@@ -44,6 +44,11 @@ def _split_first_layer(layer: nn.Linear, sizes: tuple[int, ...]) -> list[torch.T
     return list(torch.split(layer.weight, list(sizes), dim=1))
 
 
+def _pool(h: torch.Tensor, frequencies: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the member axis 1 of ``h``, or the ``frequencies``-weighted sum."""
+    return h.mean(dim=1) if frequencies is None else (h * frequencies[..., None]).sum(dim=1)
+
+
 class SetEmbedding(nn.Module):
     """mean_j φ(·) over a population, in the ``pairwise`` or ``pooled`` form (module docstring).
 
@@ -71,9 +76,11 @@ class SetEmbedding(nn.Module):
         self.size = hidden
 
     def embed(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
-              group: torch.Tensor) -> torch.Tensor:
+              group: torch.Tensor, frequencies: torch.Tensor | None = None) -> torch.Tensor:
         """``pooled``: ``(G, hidden)``, one embedding per population; ``pairwise``: ``(R,
-        hidden)``, one per row.  Arguments as :meth:`forward`."""
+        hidden)``, one per row.  Arguments as :meth:`forward`; ``frequencies`` ``(G, M)`` (rows
+        summing to 1) replace the plain mean over the M members by a weighted one — a population
+        given as its distinct members with their frequencies has the same embedding."""
         first, rest = self.phi[0], self.phi[1:]
         parts = (self.own_dim,) if self.form == "pairwise" else ()
         weights = _split_first_layer(first, parts + (self.member_dim, self.context_dim))
@@ -81,9 +88,9 @@ class SetEmbedding(nn.Module):
         shared = context @ w_context.T + first.bias  # (G, hidden): once per population
         members = population @ w_member.T  # (G, N, hidden)
         if self.form == "pooled":
-            return rest(members + shared[:, None, :]).mean(dim=1)
+            return _pool(rest(members + shared[:, None, :]), frequencies)
         pre = members[group] + (own @ weights[0].T + shared[group])[:, None, :]  # (R, N, hidden)
-        return rest(pre).mean(dim=1)
+        return _pool(rest(pre), None if frequencies is None else frequencies[group])
 
     def forward(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
                 group: torch.Tensor) -> torch.Tensor:
@@ -118,8 +125,8 @@ class DeepSetActorCritic(nn.Module):
         self._sizes = (own_dim, context_dim, hidden)
 
     def _head(self, head: nn.Sequential, embedding: SetEmbedding, own: torch.Tensor, population: torch.Tensor,
-              context: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-        e = embedding.embed(own, population, context, group)
+              context: torch.Tensor, group: torch.Tensor, frequencies: torch.Tensor | None = None) -> torch.Tensor:
+        e = embedding.embed(own, population, context, group, frequencies)
         first = head[0]
         w_own, w_context, w_e = _split_first_layer(first, self._sizes)
         shared = context @ w_context.T + first.bias  # (G, hidden)
@@ -130,11 +137,13 @@ class DeepSetActorCritic(nn.Module):
         return head[1:](pre)
 
     def action_inputs(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
-                      group: torch.Tensor) -> torch.Tensor:
-        """(R, action_outputs): the action distribution's inputs (means and log-stds, or logits)."""
-        return self._head(self.actor_head, self.actor_set, own, population, context, group)
+                      group: torch.Tensor, frequencies: torch.Tensor | None = None) -> torch.Tensor:
+        """(R, action_outputs): the action distribution's inputs (means and log-stds, or logits);
+        ``frequencies`` as in :meth:`SetEmbedding.embed`."""
+        return self._head(self.actor_head, self.actor_set, own, population, context, group, frequencies)
 
     def value(self, own: torch.Tensor, population: torch.Tensor, context: torch.Tensor,
-              group: torch.Tensor) -> torch.Tensor:
+              group: torch.Tensor, frequencies: torch.Tensor | None = None) -> torch.Tensor:
         """(R,): V of each row."""
-        return self._head(self.critic_head, self.critic_set, own, population, context, group).squeeze(-1)
+        return self._head(self.critic_head, self.critic_set, own, population, context, group,
+                          frequencies).squeeze(-1)

@@ -108,9 +108,17 @@ class MFPPOTorchRLModule(TorchRLModule, ValueFunctionAPI):
         return self._dist_cls()
 
     # --- joint (all agents of a copy) ------------------------------------------------------------
-    def _joint_parts(self, obs: torch.Tensor, agents: slice) -> tuple[torch.Tensor, ...]:
-        """``obs`` ``(G, n, D)`` → own ``(G·k, own)``, population ``(G, N, own)``, context
-        ``(G, c)``, group ``(G·k,)`` for the k agents of ``agents``."""
+    def _joint_parts(self, obs: torch.Tensor, agents: slice, keys: np.ndarray | None = None,
+                     num_keys: int | None = None) -> tuple[tuple[torch.Tensor, ...], np.ndarray | None]:
+        """``obs`` ``(G, n, D)`` → (own, population, context, group, frequencies) for the k agents
+        of ``agents`` and the inverse map of their rows (None: one row per agent).
+
+        Without ``keys``: own ``(G·k, own)``, population ``(G, N, own)`` (mean pooling),
+        context ``(G, c)``, group ``(G·k,)``.  With ``keys`` ``(G, n)`` (agents of a copy with
+        equal keys have equal own states, ``num_keys`` values: Beach bar's cells): the population
+        is given as its distinct states with their frequencies ``(G, num_keys, own)``, and only
+        one row per distinct (copy, key) is evaluated — the same outputs, at a cost that does not
+        grow with N."""
         g = obs.shape[0]
         rows = obs[:, agents]
         k = rows.shape[1]
@@ -118,16 +126,35 @@ class MFPPOTorchRLModule(TorchRLModule, ValueFunctionAPI):
         population = obs[:, self._minor_offset:][..., self._own]
         context = obs[:, 0, self._context]
         group = torch.arange(g).repeat_interleave(k)
-        return own, population, context, group
+        if keys is None or num_keys is None:
+            return (own, population, context, group, None), None
+        n = population.shape[1]
+        member_keys = (np.arange(g)[:, None] * num_keys + keys[:, self._minor_offset:]).ravel()
+        counts = np.bincount(member_keys, minlength=g * num_keys)
+        representative = np.zeros(g * num_keys, dtype=np.int64)
+        representative[member_keys] = np.arange(member_keys.size)
+        population = population.reshape(g * n, -1)[torch.from_numpy(representative)].reshape(g, num_keys, -1)
+        frequencies = torch.from_numpy(counts.reshape(g, num_keys) / n).to(population.dtype)
+        row_keys = (np.arange(g)[:, None] * num_keys + keys[:, agents]).ravel()
+        _, first, inverse = np.unique(row_keys, return_index=True, return_inverse=True)
+        first_t = torch.from_numpy(first)
+        return (own[first_t], population, context, group[first_t], frequencies), inverse.reshape(-1)
 
-    def joint_action_inputs(self, obs: torch.Tensor, agents: slice) -> torch.Tensor:
+    def joint_action_inputs(self, obs: torch.Tensor, agents: slice, keys: np.ndarray | None = None,
+                            num_keys: int | None = None) -> torch.Tensor:
         """Action-distribution inputs ``(G·k, width)`` of the agents ``agents`` of each of G copies
-        (rows copy-major), from the observations ``(G, n, D)`` of all their agents."""
-        return self.net.action_inputs(*self._joint_parts(obs, agents))
+        (rows copy-major), from the observations ``(G, n, D)`` of all their agents (``keys``:
+        see :meth:`_joint_parts`)."""
+        parts, inverse = self._joint_parts(obs, agents, keys, num_keys)
+        out = self.net.action_inputs(*parts)
+        return out if inverse is None else out[torch.from_numpy(inverse)]
 
-    def joint_values(self, obs: torch.Tensor, agents: slice) -> torch.Tensor:
+    def joint_values(self, obs: torch.Tensor, agents: slice, keys: np.ndarray | None = None,
+                     num_keys: int | None = None) -> torch.Tensor:
         """V ``(G·k,)`` of the agents ``agents`` of each of G copies."""
-        return self.net.value(*self._joint_parts(obs, agents))
+        parts, inverse = self._joint_parts(obs, agents, keys, num_keys)
+        out = self.net.value(*parts)
+        return out if inverse is None else out[torch.from_numpy(inverse)]
 
     # --- rows with a population index (learner) ----------------------------------------------------
     def set_populations(self, table: np.ndarray | torch.Tensor | None) -> None:

@@ -150,7 +150,8 @@ class BatchedSampler(SamplerState):
                       keys: NDArray[np.int64] | None) -> torch.Tensor:
         """Action-distribution inputs ``(B·k, width)`` of the k agents ``agents`` of every copy."""
         if _population_aware(module):
-            return module.joint_action_inputs(torch.from_numpy(np.ascontiguousarray(obs)), agents)
+            return module.joint_action_inputs(torch.from_numpy(np.ascontiguousarray(obs)), agents, keys,
+                                              self.core.num_own_keys)
         rows = np.ascontiguousarray(obs[:, agents]).reshape(-1, obs.shape[-1])
         unique = _distinct_rows(keys[:, agents], self.core.num_own_keys) if keys is not None else None
         if unique is None:
@@ -196,7 +197,9 @@ class BatchedSampler(SamplerState):
                 for i in range(0, flat_obs.shape[0], step):
                     if _population_aware(module):
                         whole = torch.from_numpy(np.ascontiguousarray(flat_obs[i:i + step]))
-                        out[i:i + step, sel] = module.joint_values(whole, sel).numpy().reshape(-1, k)
+                        chunk_keys = None if flat_k is None else flat_k[i:i + step]
+                        v = module.joint_values(whole, sel, chunk_keys, self.core.num_own_keys)
+                        out[i:i + step, sel] = v.numpy().reshape(-1, k)
                         continue
                     o = flat_obs[i:i + step, sel]
                     rows = np.ascontiguousarray(o).reshape(-1, o.shape[-1])

@@ -180,3 +180,20 @@ def test_same_seed_same_run_and_resume_continues_it_exactly(tmp_path, ray_sessio
     assert rows(b) == rows(a)
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("form", ["pooled", "pairwise"])
+def test_equal_own_states_are_evaluated_once_with_the_same_result(form: str) -> None:
+    """Beach bar: acting and values from distinct (copy, cell) rows and a population given as its
+    distinct cells with frequencies equal the per-agent computation."""
+    core, modules = _modules("beach-bar", 40, deepset_form=form, deepset_hidden=32)
+    state, obs = core.reset(3, np.random.default_rng(2))
+    keys = core.own_keys(state)
+    whole = torch.from_numpy(obs)
+    for mid, module in modules.items():
+        sel = slice(1, core.num_agents) if mid == "minor" else slice(0, 1)
+        with torch.no_grad():
+            torch.testing.assert_close(module.joint_action_inputs(whole, sel, keys, core.num_own_keys),
+                                       module.joint_action_inputs(whole, sel), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(module.joint_values(whole, sel, keys, core.num_own_keys),
+                                       module.joint_values(whole, sel), rtol=1e-5, atol=1e-6)
