@@ -128,9 +128,10 @@ def test_minibatches_hold_whole_populations_and_cover_every_row() -> None:
 LEARN_SETTINGS = MFPPOSettings(lr=3e-3, train_batch_size=2000, minibatch_size=500, num_epochs=8,
                                num_envs_per_env_runner=20)
 """IPPO's learning-test settings (tests/test_ippo.py).  Measured (reference, Beach bar N = 5, seed 0,
-45 iterations, 2 cores shared with another training run): default 128-unit DeepSet −650.1 ± 2.0
-(300 episodes, 112 s of training) against ξ = 0 −681.9 ± 3.4 and uniform −693.2 ± 1.8 (margin
-26 over the CIs); with 256 units −641.0 ± 2.2 (341 s); IPPO reaches −628.0 ± 2.2 with the same
+45 iterations, 2 cores shared with another training run): default 128-unit DeepSet −634.7 ± 2.5
+(300 episodes; −650.1 ± 2.0 before equal cells were evaluated once, which changes the float
+rounding; 112 s of training) against ξ = 0 −681.9 ± 3.4 and uniform −693.2 ± 1.8 (margin ≥ 26
+over the CIs); with 256 units −641.0 ± 2.2 (341 s); IPPO reaches −628.0 ± 2.2 with the same
 settings."""
 
 
