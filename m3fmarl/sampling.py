@@ -85,6 +85,16 @@ class SamplerState:
         self.recent_returns.extend(state["recent_returns"])
 
 
+def distinct_keys(keys: np.ndarray, num_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """For ``keys`` ``(R, k)`` in [0, num_keys) (own-state ids of k agents in R copies or steps):
+    the flat index of one representative per distinct (row, key) and the inverse map ``(R·k,)``
+    (agents with equal keys in one row have equal observations: evaluate the representative
+    once)."""
+    flat = (np.arange(keys.shape[0], dtype=np.int64)[:, None] * num_keys + keys).ravel()
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
 def standardize(adv: np.ndarray) -> np.ndarray:
     """Advantages standardised over the whole train batch (RLlib-1.8 PPO, spec §1.1 item 3)."""
     a = adv.astype(np.float64)

@@ -23,6 +23,7 @@ import torch
 from m3fmarl.multiagent.core import MultiAgentCore
 from m3fmarl.problems.core import check_choice
 from m3fmarl.rollout import ReturnStats
+from m3fmarl.util import torch_threads
 
 EXECUTION = "multi-agent"
 """The ``execution`` label of multi-agent evaluation results."""
@@ -136,9 +137,7 @@ def evaluate_marl(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     modules = {mid: m.unwrapped() if hasattr(m, "unwrapped") else m for mid, m in policy.modules.items()}
     results = []
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for n in ns:
             core = MultiAgentCore(policy.problem, n, variant, **policy.switches)
             returns = marl_episode_returns(modules, core, episodes, int(seed), num_envs)
@@ -146,8 +145,6 @@ def evaluate_marl(
             results.append(EvalResult(problem=policy.problem, variant=variant, num_minors=n, execution=EXECUTION,
                                       episodes=s.episodes, mean=s.mean, std=s.std, ci95=s.ci95, seed=int(seed),
                                       train_num_minors=policy.num_minors, returns=returns))
-    finally:
-        torch.set_num_threads(before)
     return results
 
 

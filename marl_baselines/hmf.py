@@ -76,10 +76,11 @@ def ipc_groups(x: NDArray[np.floating], num_groups: int, rng: np.random.Generato
     means = np.stack(centres, axis=1)  # (B, m, D)
     groups = _nearest(x, means)
     for _ in range(iterations):
-        means = np.where(_counts(groups, num_groups)[..., None] > 0, _group_means(x, groups, num_groups), means)
+        counts = _counts(groups, num_groups)
+        means = np.where(counts[..., None] > 0, _group_means(x, groups, num_groups, counts), means)
         new = _nearest(x, means)
         # a copy keeps its assignment if the update would empty one of its non-empty groups
-        keep = ((_counts(new, num_groups) == 0) & (_counts(groups, num_groups) > 0)).any(axis=1)
+        keep = ((_counts(new, num_groups) == 0) & (counts > 0)).any(axis=1)
         groups = np.where(keep[:, None], groups, new)
     return groups
 
@@ -95,13 +96,12 @@ def _counts(groups: NDArray[np.int64], num_groups: int) -> NDArray[np.int64]:
     return np.bincount(flat, minlength=b * num_groups).reshape(b, num_groups)
 
 
-def _group_means(x: NDArray, groups: NDArray[np.int64], num_groups: int) -> NDArray:
+def _group_means(x: NDArray, groups: NDArray[np.int64], num_groups: int, counts: NDArray[np.int64]) -> NDArray:
     b, _, d = x.shape
     flat = (np.arange(b)[:, None] * num_groups + groups).ravel()
     sums = np.zeros((b * num_groups, d))
     np.add.at(sums, flat, x.reshape(-1, d))
-    counts = _counts(groups, num_groups).reshape(-1, 1)
-    return (sums / np.maximum(counts, 1)).reshape(b, num_groups, d)
+    return (sums / np.maximum(counts.reshape(-1, 1), 1)).reshape(b, num_groups, d)
 
 
 def bin_groups(cells: NDArray[np.integer], num_cells: int, num_groups: int) -> NDArray[np.int64]:

@@ -38,13 +38,12 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.algorithms.ppo import PPOConfig
 
-from m3fmarl.algorithms.m3fppo import normc_, use_fast_tanh
+from m3fmarl.algorithms.m3fppo import normc_init_, use_fast_tanh
 from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
+from m3fmarl.sampling import distinct_keys
 from marl_baselines.deepset import FORMS, DeepSetActorCritic
 from marl_baselines.ppo import MARLPPOTorchLearner, marl_config
-
-POPULATION_INDEX = "population_index"
-"""Train-batch column: per row, the index of its (step, copy) in the population table."""
+from marl_baselines.sampler import POPULATION_INDEX
 
 
 class MFPPOTorchRLModule(TorchRLModule, ValueFunctionAPI):
@@ -79,15 +78,9 @@ class MFPPOTorchRLModule(TorchRLModule, ValueFunctionAPI):
         self.net = DeepSetActorCritic(own_dim, own_dim, int(self._context.numel()), outputs,
                                       hidden=int(cfg.get("mf_hidden", 256)), form=form)
         for head in (self.net.actor_head, self.net.critic_head):
-            linears = [m for m in head if isinstance(m, torch.nn.Linear)]
-            for i, layer in enumerate(linears):
-                normc_(layer.weight, 0.01 if i == len(linears) - 1 else 1.0)
-                torch.nn.init.zeros_(layer.bias)
+            normc_init_(head, 0.01)
         for embedding in (self.net.actor_set, self.net.critic_set):
-            for layer in embedding.phi:
-                if isinstance(layer, torch.nn.Linear):
-                    normc_(layer.weight, 1.0)
-                    torch.nn.init.zeros_(layer.bias)
+            normc_init_(embedding.phi)
         if cfg.get("m3f_fast_tanh", True):
             use_fast_tanh(self)
         self._table: torch.Tensor | None = None
@@ -135,10 +128,9 @@ class MFPPOTorchRLModule(TorchRLModule, ValueFunctionAPI):
         representative[member_keys] = np.arange(member_keys.size)
         population = population.reshape(g * n, -1)[torch.from_numpy(representative)].reshape(g, num_keys, -1)
         frequencies = torch.from_numpy(counts.reshape(g, num_keys) / n).to(population.dtype)
-        row_keys = (np.arange(g)[:, None] * num_keys + keys[:, agents]).ravel()
-        _, first, inverse = np.unique(row_keys, return_index=True, return_inverse=True)
+        first, inverse = distinct_keys(keys[:, agents], num_keys)
         first_t = torch.from_numpy(first)
-        return (own[first_t], population, context, group[first_t], frequencies), inverse.reshape(-1)
+        return (own[first_t], population, context, group[first_t], frequencies), inverse
 
     def joint_action_inputs(self, obs: torch.Tensor, agents: slice, keys: np.ndarray | None = None,
                             num_keys: int | None = None) -> torch.Tensor:

@@ -37,7 +37,7 @@ from m3fmarl.algorithms.m3fppo import (
     apply_overrides,
     ppo_training,
     split_settings,
-    normc_,
+    normc_init_,
     use_fast_tanh,
 )
 from m3fmarl.algorithms.batched import BatchedPPO, on_environment_created
@@ -82,12 +82,8 @@ class MAPPOTorchRLModule(M3FPPOTorchRLModule):
         self.cc_encoder = torch.nn.Sequential(*layers)
         self.cc_head = torch.nn.Linear(width + a, 1)
         self._cc_global_dim = g
-        for layer in self.cc_encoder:
-            if isinstance(layer, torch.nn.Linear):
-                normc_(layer.weight, 1.0)
-                torch.nn.init.zeros_(layer.bias)
-        normc_(self.cc_head.weight, 0.01)
-        torch.nn.init.zeros_(self.cc_head.bias)
+        normc_init_(self.cc_encoder)
+        normc_init_(self.cc_head, 0.01)
         if self.model_config.get("m3f_fast_tanh", True):
             use_fast_tanh(self.cc_encoder)
 
@@ -158,13 +154,14 @@ class MARLPPO(BatchedPPO):
                 if self._standardize:
                     columns[ADVANTAGES] = standardize(columns[ADVANTAGES])
                 module = modules[module_id]
-                if hasattr(module, "set_populations"):  # rows point into the sampled populations
-                    module.set_populations(stats.populations)
+                if not hasattr(module, "set_populations"):
+                    self.update_module(module_id, columns, stats.env_steps)
+                    continue
+                module.set_populations(stats.populations)  # the rows point into the sampled populations
                 try:
                     self.update_module(module_id, columns, stats.env_steps)
                 finally:
-                    if hasattr(module, "set_populations"):
-                        module.set_populations(None)
+                    module.set_populations(None)
 
 
 # --- config ------------------------------------------------------------------------------------

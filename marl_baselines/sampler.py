@@ -37,6 +37,7 @@ from m3fmarl.sampling import (
     VF_PREDS,
     SamplerState,
     actor_inputs,
+    distinct_keys,
 )
 
 POPULATION_INDEX = "population_index"
@@ -126,7 +127,7 @@ class BatchedSampler(SamplerState):
         agents of a copy with equal keys have equal observations, so the policy is evaluated once
         per distinct (copy, key) and its output shared (Beach bar: ≤ 25 passes per copy instead
         of N); every agent still samples its own action."""
-        b, n, d = obs.shape
+        b, n, _ = obs.shape
         if self.core.discrete:
             actions = np.empty((b, n), dtype=np.int64)
         else:
@@ -334,6 +335,4 @@ def _distinct_rows(keys: NDArray[np.int64], num_keys: int | None) -> tuple[NDArr
     not save work (at most ``num_keys`` distinct values per row, so only for k > num_keys)."""
     if num_keys is None or keys.shape[1] <= num_keys:
         return None
-    flat = (np.arange(keys.shape[0], dtype=np.int64)[:, None] * num_keys + keys).ravel()
-    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
+    return distinct_keys(keys, num_keys)

@@ -126,6 +126,15 @@ def _linears(module: torch.nn.Module | None) -> list[torch.nn.Linear]:
     return [] if module is None else [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
 
 
+def normc_init_(module: torch.nn.Module, last_std: float = 1.0) -> None:
+    """Every Linear layer of ``module``, in order: weights :func:`normc_` 1.0 (the last one
+    ``last_std``: 0.01 for policy and value heads, spec H4), biases 0."""
+    layers = _linears(module)
+    for i, layer in enumerate(layers):
+        normc_(layer.weight, last_std if i == len(layers) - 1 else 1.0)
+        torch.nn.init.zeros_(layer.bias)
+
+
 class M3FPPOTorchRLModule(DefaultPPOTorchRLModule):
     """RLlib's default PPO torch module, initialised as RLlib 1.8's fully connected net.
 
@@ -155,10 +164,7 @@ class M3FPPOTorchRLModule(DefaultPPOTorchRLModule):
                 normc_(layer.weight, 1.0)
                 torch.nn.init.zeros_(layer.bias)
         for head in heads:
-            layers = _linears(head)
-            for i, layer in enumerate(layers):
-                normc_(layer.weight, 0.01 if i == len(layers) - 1 else 1.0)
-                torch.nn.init.zeros_(layer.bias)
+            normc_init_(head, 0.01)
 
 
 # --- minibatches -----------------------------------------------------------------------------

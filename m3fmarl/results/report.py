@@ -309,10 +309,10 @@ class Table2Cell:
     paper: PaperValue | None
 
 
-def table2_algos(sweep: SweepResult) -> list[str]:
-    """The columns of ``sweep``'s Table 2: the paper's algorithms always (a gap says "not run"),
-    the extra baselines (no paper value, e.g. MF-PPO) only when the sweep trains them."""
-    in_paper = {label for _, label in read_paper_table2()}
+def table2_algos(sweep: SweepResult, paper: dict[tuple[str, str], PaperValue]) -> list[str]:
+    """The columns of ``sweep``'s Table 2: the algorithms with ``paper`` values always (a gap says
+    "not run"), the extra baselines (no paper value, e.g. MF-PPO) only when the sweep trains them."""
+    in_paper = {label for _, label in paper}
     return [a for a in TABLE2_ALGOS if ALGO_LABELS[a] in in_paper or any(t.algo == a for t in sweep.trials)]
 
 
@@ -321,9 +321,10 @@ def table2_cells(sweep: SweepResult) -> list[Table2Cell]:
     methods, multi-agent for IPPO/MAPPO/MF-PPO), next to the paper's number."""
     paper = read_paper_table2()
     problems = [p for p in PROBLEM_ORDER if any(t.problem == p for t in sweep.trials)]
+    algos = table2_algos(sweep, paper)
     cells = []
     for problem in problems:
-        for algo in table2_algos(sweep):
+        for algo in algos:
             candidates = [(t, t.cell(TABLE2_N, "centralized")) for t in sweep.finished
                           if t.problem == problem and t.algo == algo]
             with_cell = {t.name: r for t, r in candidates if r is not None}
