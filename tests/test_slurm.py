@@ -47,6 +47,14 @@ SHORT_NAMES = [f"{p}__m3fppo__N5__s{s}" for p in ("beach-bar", "potential") for 
 pytestmark = pytest.mark.slow
 
 
+def _testbed_answers(conf: str | None) -> bool:
+    """The Slurm the users recorded (None: the default configuration) still answers."""
+    if conf is None:
+        return _default_slurm_answers()
+    return subprocess.run([sys.executable, str(TESTBED), "status"], capture_output=True, text=True,
+                          timeout=60).returncode == 0
+
+
 def _default_slurm_answers() -> bool:
     env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
     try:
@@ -56,16 +64,29 @@ def _default_slurm_answers() -> bool:
     return r.returncode == 0 and bool(r.stdout.strip())
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def _shared_state():
     """The users of the testbed among concurrent pytest workers (xdist), under a file lock:
-    it is brought down only when the last user is done, and only if the tests started it."""
+    it is brought down only when the last user is done, and only if the tests started it.
+    Users are process IDs, so a run that was killed (a session ending mid-suite) leaves no user
+    behind that would keep the next run from bringing the testbed up."""
     with open(STATE.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             state = json.loads(STATE.read_text())
-        except (OSError, json.JSONDecodeError):
-            state = {"users": 0, "started": False, "conf": None}
+            state["users"] = [pid for pid in state["users"] if _alive(pid) and pid != os.getpid()]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            state = {"users": [], "started": False, "conf": None}
         yield state
         STATE.write_text(json.dumps(state))
 
@@ -73,7 +94,7 @@ def _shared_state():
 @pytest.fixture(scope="module")
 def slurm():
     with _shared_state() as state:
-        if state["users"] == 0:
+        if not state["users"] or not _testbed_answers(state["conf"]):
             if _default_slurm_answers():
                 state.update(started=False, conf=None)
             else:
@@ -84,8 +105,10 @@ def slurm():
                     pytest.skip(f"Slurm testbed cannot run here: {up.stderr.strip().splitlines()[-1]}")
                 if up.returncode != 0:
                     pytest.fail(f"slurm/testbed.py up failed:\n{(up.stdout + up.stderr)[-3000:]}")
-                state.update(started=not running, conf=str(TESTBED_CONF))
-        state["users"] += 1
+                # started by these tests: now, or by a user still running (then it is still ours)
+                started = (state["started"] and bool(state["users"])) or not running
+                state.update(started=started, conf=str(TESTBED_CONF))
+        state["users"].append(os.getpid())
         conf = state["conf"]
     previous = os.environ.get("SLURM_CONF")
     if conf:
@@ -96,9 +119,25 @@ def slurm():
     else:
         os.environ["SLURM_CONF"] = previous
     with _shared_state() as state:
-        state["users"] -= 1
-        if state["users"] == 0 and state["started"]:
+        if os.getpid() in state["users"]:
+            state["users"].remove(os.getpid())
+        if not state["users"] and state["started"]:
             subprocess.run([sys.executable, str(TESTBED), "down"], capture_output=True, text=True, timeout=120)
+
+
+def test_a_killed_run_leaves_no_user_of_the_testbed_behind(tmp_path, monkeypatch):
+    """The CI failure of 2026-11-30: a suite killed mid-run left ``users: 1`` in the shared state,
+    so the next run never brought the testbed up and every sbatch failed to contact slurmctld."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    monkeypatch.setattr(sys.modules[__name__], "STATE", tmp_path / "state.json")
+    (tmp_path / "state.json").write_text(json.dumps({"users": [dead.pid], "started": True, "conf": "x"}))
+    with _shared_state() as state:
+        assert state["users"] == []
+        state["users"].append(os.getpid())
+    (tmp_path / "state.json").write_text(json.dumps({"users": 1, "started": True, "conf": "x"}))  # old format
+    with _shared_state() as state:
+        assert state == {"users": [], "started": False, "conf": None}
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
