@@ -267,6 +267,9 @@ def bench_marl_sampling(algo: str, problem: str, num_minors: int, variant: str =
     core = MultiAgentCore(canonical_name(problem), num_minors, variant)
     config = registry.get(algo).build_config(core.name, num_minors, variant, seed=0, settings=None)
     opts = config.learner_config_dict[MARL_KEY]
+    if "critic" not in opts:
+        raise ValueError(f"bench marl times the PPO samplers (actor, critic values, GAE); {algo} samples "
+                         f"off-policy: time it with `m3fmarl bench train --algo {algo}`")
     torch.manual_seed(0)
     modules = {mid: spec.build() for mid, spec in config.rl_module_spec.rl_module_specs.items()}
     sampler = BatchedSampler(core, num_envs, seed=0, centralized_critic=opts["critic"] == "centralized",

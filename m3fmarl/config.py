@@ -25,6 +25,15 @@ MINIBATCHINGS: tuple[str, ...] = ("shuffled", "reference")
 """Valid ``minibatching`` settings (``m3fmarl.algorithms.m3fppo.ReferenceMinibatches``)."""
 
 
+GROUPINGS: tuple[str, ...] = ("ipc", "bins")
+"""How HMF groups the minors at each episode start: ``ipc`` (the paper's K-means-style grouping,
+farthest-point centres then assignment to the nearest group mean) or ``bins`` (fixed spatial bins:
+the problem's histogram cells split into m contiguous ranges); ``marl_baselines.hmf``."""
+
+REWARD_MODES: tuple[str, ...] = ("team", "sum")
+"""HMF's TD targets from the team reward or from the paper's literal sums over agents."""
+
+
 class ConfigError(ValueError):
     """A bad configuration file or value (one line, names the file and the key)."""
 
@@ -239,6 +248,102 @@ class A2CSettings:
                               f"rollout_fragment_length × num_envs_per_env_runner ({chunk})")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HMFSettings:
+    """HMF, hierarchical mean-field Q-learning (spec/experiments.md §4.2).  The seed paper's
+    hyperparameter tables are not in our copy: every value is the spec's placeholder or our
+    choice, measured where docs/hmf.md says."""
+
+    gamma: float = 0.99
+    """Discount factor γ of both TD levels."""
+    lr: float = 5e-4
+    """Adam step size, constant (one optimiser per policy's networks)."""
+    grad_clip: float | None = 10.0
+    """Global gradient-norm clip; ``null`` = none."""
+    train_batch_size: int = 24_000
+    """Joint env steps sampled per training iteration (as IPPO, so curves share their x-axis)."""
+    num_envs_per_env_runner: int = 16
+    """Copies B stepped together (must divide train_batch_size / rollout_steps)."""
+    rollout_steps: int = 4
+    """Steps per copy between learning phases (B·rollout_steps joint transitions per phase)."""
+    minibatch_size: int = 64
+    """Joint transitions per gradient step."""
+    training_intensity: float = 4.0
+    """Replayed joint transitions per sampled one (gradient steps per phase = B·rollout_steps·
+    training_intensity / minibatch_size; fractions carry over)."""
+    replay_capacity: int = 100_000
+    """Joint transitions kept (RLlib's ReplayBuffer, uniform sampling; each stores two global
+    states, ``MultiAgentCore.global_state_dim`` floats each)."""
+    learning_starts: int = 1_000
+    """Joint transitions in the buffer before the first gradient step."""
+    tau: float = 0.01
+    """Soft target update θ̂ ← τθ + (1 − τ)θ̂ after every gradient step."""
+    epsilon_initial: float = 1.0
+    """ε of the ε-greedy exploration on Q_LOC at the start."""
+    epsilon_final: float = 0.05
+    """ε after ``epsilon_timesteps`` joint env steps (linear in between)."""
+    epsilon_timesteps: int = 192_000
+    """Joint env steps of the ε schedule (192 000 = the first 20 % of a 40-iteration run;
+    experiments set 20 % of their own length)."""
+    hidden: int = 256
+    """Width of the two tanh layers of Q_LOC and Q_GMF."""
+    key_dim: int = 64
+    """Key width of the group attention."""
+    gmf_actions: bool = False
+    """Whether the mean field μ averages the members' (observation, action) as in the paper
+    (``true``) or their observations only (``false``).  With team rewards the paper's form makes
+    the action-choosing Q_LOC learn inverted preferences (``marl_baselines.hmf.HMFNetworks``,
+    docs/hmf.md); ``false`` keeps the two-level structure with Q_GMF a group's state value."""
+    num_groups: int = 2
+    """Groups m of minors (the major is a group of its own); 1 ≤ m ≤ N."""
+    grouping: str = "ipc"
+    """``ipc`` (the paper's K-means-style grouping on the minors' own states at each episode
+    start) or ``bins`` (fixed ranges of the problem's histogram cells)."""
+    ipc_iterations: int = 3
+    """Rounds of "join the nearest group mean" after the farthest-point start."""
+    reward_mode: str = "team"
+    """TD targets from the team reward r (``team``) or the paper's literal sums over the group's
+    / all agents' rewards (``sum``: r times the number of agents)."""
+    alpha: float = 0.0
+    """Weight of the member-to-mean regulariser α Σ_k ‖x_k − μ(x)‖² (0 = off)."""
+    group_kl_coeff: float = 0.0
+    """Weight of KL(π_k ‖ group mean policy) with π_k = softmax(Q_LOC) (0 = off)."""
+
+    def resolved(self, variant: str) -> "HMFSettings":
+        """The settings as a run of ``variant`` uses them (HMF has no per-variant values)."""
+        return self
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "train_batch_size", "num_envs_per_env_runner", "rollout_steps", "minibatch_size",
+                     "training_intensity", "replay_capacity", "epsilon_timesteps", "hidden", "key_dim",
+                     "num_groups", "ipc_iterations"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
+        for name in ("epsilon_initial", "epsilon_final"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("alpha", "group_kl_coeff", "learning_starts"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+        if self.grouping not in GROUPINGS:
+            raise ConfigError(f"grouping must be {' or '.join(GROUPINGS)}, got {self.grouping!r}")
+        if self.reward_mode not in REWARD_MODES:
+            raise ConfigError(f"reward_mode must be {' or '.join(REWARD_MODES)}, got {self.reward_mode!r}")
+        chunk = self.num_envs_per_env_runner * self.rollout_steps
+        if self.train_batch_size % chunk:
+            raise ConfigError(f"train_batch_size ({self.train_batch_size}) must be a multiple of "
+                              f"num_envs_per_env_runner × rollout_steps ({chunk})")
+        if self.minibatch_size > self.replay_capacity:
+            raise ConfigError(f"minibatch_size ({self.minibatch_size}) must not exceed replay_capacity "
+                              f"({self.replay_capacity})")
 
 
 def settings_class(name: str) -> type:

@@ -34,6 +34,7 @@ MODULE_CLASSES = (
     "m3fmarl.algorithms.m3fppo:M3FPPOTorchRLModule",
     "marl_baselines.ppo:MAPPOTorchRLModule",
     "marl_baselines.mfppo:MFPPOTorchRLModule",
+    "marl_baselines.hmf:HMFTorchRLModule",
 )
 """The module classes an export may name (nothing else is imported)."""
 

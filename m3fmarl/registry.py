@@ -78,6 +78,9 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("mfppo", "MF-PPO", "multi-agent", "m3fmarl.config:MFPPOSettings", "marl_baselines.mfppo:mfppo_config",
               "tab:orange", "PPO with permutation-invariant DeepSet actors and critics over the minors "
               "(spec §4.1; not in the paper's tables)"),
+    Algorithm("hmf", "HMF", "multi-agent", "m3fmarl.config:HMFSettings", "marl_baselines.hmf:hmf_config",
+              "tab:brown", "hierarchical mean-field Q-learning: per-agent Q, grouped minors with attention-weighted "
+              "mean fields (spec §4.2; not in the paper's tables)"),
 )}
 """Name → entry, in the paper's Table 2 column order, then the extra baselines (spec §4)."""
 

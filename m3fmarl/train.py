@@ -403,9 +403,12 @@ def train(
         settings = load_algorithm(spec.algo)
     if not isinstance(settings, settings_class(spec.algo)):
         raise ConfigError(f"settings for {spec.algo} must be {settings_class(spec.algo).__name__}")
+    # the config first: input it refuses (a grouping the problem cannot have, …) leaves no run dir
+    config = None if resume else build_config(spec, settings)
     record = prepare_run_dir(spec, settings, run_dir, resume, argv or sys.argv)
     if resume:
         settings = type(settings)(**record["settings"])  # a resumed run keeps its own settings
+        config = build_config(spec, settings)
 
     import logging
 
@@ -420,7 +423,7 @@ def train(
                  configure_logging=True, logging_level="ERROR")
     for stale in (run_dir / "checkpoints").glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)  # a checkpoint whose writer was killed
-    algo = build_config(spec, settings).build_algo()
+    algo = config.build_algo()
     start, time_base = 0, 0.0
     if resume:
         start, time_base = restore_newest(algo, run_dir, log)

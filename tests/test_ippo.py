@@ -44,8 +44,14 @@ pytestmark = pytest.mark.slow  # every test here trains with RLlib (make test-fa
 
 
 def tiny(algo: str) -> Any:
-    """TINY in the settings class of ``algo``."""
-    return settings_class(algo)(**dataclasses.asdict(TINY))
+    """TINY in the settings class of ``algo`` (its fields that the class has; an off-policy
+    learner starts learning after 100 transitions, so that the two tiny iterations learn)."""
+    cls = settings_class(algo)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in dataclasses.asdict(TINY).items() if k in fields}
+    if "learning_starts" in fields:
+        values["learning_starts"] = 100
+    return cls(**values)
 
 
 @pytest.mark.parametrize("algo", registry.names("multi-agent"))

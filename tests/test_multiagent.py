@@ -369,3 +369,21 @@ def test_each_agent_samples_its_own_seeded_action_stream():
     assert all(np.array_equal(first[a], again[a]) for a in agents)
     assert not np.array_equal(first[agents[0]], first[agents[1]])
     assert not np.array_equal(first[agents[0]], samples(8)[agents[0]])
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_observations_rebuild_exactly_from_the_global_state(problem: str) -> None:
+    """What HMF's replay buffer stores instead of every agent's observation (a few per cent of
+    the numbers at N = 20), mid-episode, after random actions, at two N."""
+    for n in (1, 7):
+        core = MultiAgentCore(problem, n, "reference")
+        rng = np.random.default_rng(3)
+        state, obs = core.reset(4, rng)
+        for _ in range(6):
+            a = (rng.integers(0, core.num_actions, (4, core.num_agents)) if core.discrete
+                 else rng.uniform(-1, 1, (4, core.num_agents, core.action_dim)))
+            state, _ = core.step(state, a, rng)
+            obs = core.observe(state)
+            g = core.global_state(obs)
+            assert g.shape == (4, core.global_state_dim)
+            np.testing.assert_array_equal(core.observations_from_global(g), obs)

@@ -1,8 +1,10 @@
-"""RLlib's PPO driven by one of our batched samplers, with exactly resumable iterations.
+"""RLlib algorithms driven by one of our batched samplers, with exactly resumable iterations.
 
-:class:`BatchedPPO` is the RLlib ``Algorithm`` under M3FPPO, M3FA2C (sampler:
-:class:`m3fmarl.m3fc.sampler.M3FCSampler`) and IPPO/MAPPO (``marl_baselines.sampler``).  A
-subclass provides ``_make_sampler`` and ``_sample_and_update``; this class gives them:
+:class:`BatchedTraining` is mixed into an RLlib ``Algorithm``: :class:`BatchedPPO` (RLlib's PPO)
+is the algorithm under M3FPPO, M3FA2C (sampler: :class:`m3fmarl.m3fc.sampler.M3FCSampler`),
+IPPO/MAPPO/MF-PPO (``marl_baselines.sampler``); ``marl_baselines.hmf.HMF`` mixes it into
+RLlib's base ``Algorithm``.  A subclass provides ``_make_sampler`` and ``_sample_and_update``;
+the mixin gives them:
 
 * per-iteration seeds (:func:`m3fmarl.sampling.iteration_seeds`) for action sampling, RLlib's
   minibatch shuffling and the reference minibatch order, drawn from (``seed``, number of
@@ -61,8 +63,9 @@ def on_environment_created(*, env_runner: Any = None, **kwargs: Any) -> None:
     set_torch_threads()
 
 
-class BatchedPPO(PPO):
-    """RLlib PPO whose ``training_step`` samples with a batched sampler (see module docstring)."""
+class BatchedTraining:
+    """Mixin for an RLlib ``Algorithm`` whose ``training_step`` samples with a batched sampler
+    (see module docstring); list it before the Algorithm class."""
 
     def setup(self, config: Any) -> None:
         super().setup(config)
@@ -96,22 +99,6 @@ class BatchedPPO(PPO):
             learner.reseed_minibatches(seeds["minibatch"])
         self._sample_and_update()
         self._iterations_done += 1
-
-    def update_module(self, module_id: str, columns: dict[str, Any], env_steps: int) -> None:
-        """One ``LearnerGroup.update`` of ``module_id`` on a sampled batch (``num_epochs`` passes of
-        ``minibatch_size`` rows), its results aggregated under the learner results."""
-        from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-        from ray.rllib.utils.metrics import LEARNER_RESULTS
-
-        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
-        results = self.learner_group.update(
-            batch=MultiAgentBatch({module_id: SampleBatch(columns)}, env_steps=env_steps),
-            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
-            num_epochs=self.config.num_epochs,
-            minibatch_size=self.config.minibatch_size,
-            shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
-        )
-        self.metrics.aggregate(results, key=LEARNER_RESULTS)
 
     def log_sampling(self, env_steps: int, num_episodes: int, agent_steps: dict[str, int]) -> None:
         """Env steps, agent steps per module, episodes and the return over the last 100
@@ -154,3 +141,23 @@ class BatchedPPO(PPO):
     def iterations_done(self) -> int:
         """Training iterations this algorithm (and the runs it was restored from) has done."""
         return self._iterations_done
+
+
+class BatchedPPO(BatchedTraining, PPO):
+    """RLlib PPO whose ``training_step`` samples with a batched sampler (see module docstring)."""
+
+    def update_module(self, module_id: str, columns: dict[str, Any], env_steps: int) -> None:
+        """One ``LearnerGroup.update`` of ``module_id`` on a sampled batch (``num_epochs`` passes of
+        ``minibatch_size`` rows), its results aggregated under the learner results."""
+        from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+        from ray.rllib.utils.metrics import LEARNER_RESULTS
+
+        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        results = self.learner_group.update(
+            batch=MultiAgentBatch({module_id: SampleBatch(columns)}, env_steps=env_steps),
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime},
+            num_epochs=self.config.num_epochs,
+            minibatch_size=self.config.minibatch_size,
+            shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
+        )
+        self.metrics.aggregate(results, key=LEARNER_RESULTS)

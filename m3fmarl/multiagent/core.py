@@ -160,3 +160,38 @@ class MultiAgentCore:
     @property
     def global_state_dim(self) -> int:
         return int(self.layout.shared.size + self.num_agents * self.layout.own.size)
+
+    def observations_from_global(self, g: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Inverse of :meth:`global_state`: every agent's observation ``(B, n_agents, obs_dim)``
+        from ``(B, G)``.  What a replay buffer stores instead of the observations (HMF):
+        ``global_state_dim`` numbers per step instead of ``n_agents · obs_dim``."""
+        source = self._observation_source()
+        b = g.shape[0]
+        s = self.layout.shared.size
+        per_agent = np.empty((b, self.num_agents, s + self.layout.own.size), dtype=np.float32)
+        per_agent[:, :, :s] = g[:, None, :s]
+        per_agent[:, :, s:] = g[:, s:].reshape(b, self.num_agents, -1)
+        return per_agent[:, :, source]
+
+    def _observation_source(self) -> NDArray[np.int64]:
+        """Per observation entry, its index in [shared, own] of one agent.  Entries outside the
+        layout repeat an own entry (2G writes the own position into every cell); which one is
+        found once on a reset sample and checked to rebuild that sample exactly."""
+        cached = getattr(self, "_source", None)
+        if cached is not None:
+            return cached
+        s = self.layout.shared.size
+        source = np.full(self.obs_dim, -1, dtype=np.int64)
+        source[self.layout.shared] = np.arange(s)
+        source[self.layout.own] = s + np.arange(self.layout.own.size)
+        state, obs = self.reset(4, np.random.default_rng(0))
+        for j in np.flatnonzero(source < 0):
+            same = [i for i, o in enumerate(self.layout.own) if np.array_equal(obs[..., j], obs[..., o])]
+            if len(same) != 1:
+                raise RuntimeError(f"{self.name}: observation entry {j} is neither shared nor one own entry")
+            source[j] = s + same[0]
+        self._source = source
+        if not np.array_equal(self.observations_from_global(self.global_state(obs)), obs):
+            self._source = None
+            raise RuntimeError(f"{self.name}: observations cannot be rebuilt from the global state")
+        return source

@@ -9,9 +9,9 @@ its trials; a trial shared by several experiments is one run directory), and wri
                                with every table and picture below embedded
     table2-<budget>.md/.csv    Table 2: rows = problems, columns = IPPO, MAPPO, M3FA2C, M3FPPO,
                                "ours mean ± ci95 (paper mean ± ci95)"; the CSV has separate columns
-    <fig>-<budget>.png         fig5, fig6, fig7, fig9, fig10, fig12, fig13 (and the MF-PPO
-                               experiments mfppo-n, drawn as fig12, and mfppo-transfer, drawn as
-                               fig9): 1 × P panels, one per problem present in the data, in the
+    <fig>-<budget>.png         fig5, fig6, fig7, fig9, fig10, fig12, fig13 (and the MF-PPO and
+                               HMF experiments mfppo-n / hmf-n, drawn as fig12, and
+                               mfppo-transfer / hmf-transfer, drawn as fig9): 1 × P panels, one per problem present in the data, in the
                                paper's order
 
 What each picture shows follows spec/experiments.md §2 (curves: return against env steps, mean
@@ -62,9 +62,9 @@ REFERENCE = registry.mf_reference()
 """The algorithm whose policies give the MF line and Figs. 5, 6, 9 (the paper's M3FPPO)."""
 TABLE2_N = 20
 FIGURE_KINDS = {"fig5": "fig5", "fig6": "fig6", "fig7": "fig7", "fig9": "fig9", "fig10": "fig10", "fig12": "fig12",
-                "fig13": "fig13", "mfppo-n": "fig12", "mfppo-transfer": "fig9"}
-"""Experiment id → the paper figure it is drawn like (the MF-PPO experiments, spec §4.1, reuse
-the curves-per-N figure of IPPO/MAPPO and the transfer figure of M3FPPO)."""
+                "fig13": "fig13", "mfppo-n": "fig12", "mfppo-transfer": "fig9", "hmf-n": "fig12", "hmf-transfer": "fig9"}
+"""Experiment id → the paper figure it is drawn like (the MF-PPO and HMF experiments, spec §4.1,
+§4.2, reuse the curves-per-N figure of IPPO/MAPPO and the transfer figure of M3FPPO)."""
 FIGURES = tuple(FIGURE_KINDS)
 BUDGET_NOTES = {
     "smoke": "smoke budget: not comparable with the paper (a check that the code runs: small N, a few iterations "
