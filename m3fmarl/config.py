@@ -283,10 +283,10 @@ class HMFSettings:
     epsilon_initial: float = 1.0
     """ε of the ε-greedy exploration on Q_LOC at the start."""
     epsilon_final: float = 0.05
-    """ε after ``epsilon_timesteps`` joint env steps (linear in between)."""
-    epsilon_timesteps: int = 192_000
-    """Joint env steps of the ε schedule (192 000 = the first 20 % of a 40-iteration run;
-    experiments set 20 % of their own length)."""
+    """ε from ``exploration_fraction`` of the run on (linear in between)."""
+    exploration_fraction: float = 0.2
+    """Part of the run's planned joint env steps (iterations asked for × train_batch_size) over
+    which ε anneals (spec §4.2: the first 20 %)."""
     hidden: int = 256
     """Width of the two tanh layers of Q_LOC and Q_GMF."""
     key_dim: int = 64
@@ -317,7 +317,7 @@ class HMFSettings:
 
     def __post_init__(self) -> None:
         for name in ("lr", "train_batch_size", "num_envs_per_env_runner", "rollout_steps", "minibatch_size",
-                     "training_intensity", "replay_capacity", "epsilon_timesteps", "hidden", "key_dim",
+                     "training_intensity", "replay_capacity", "exploration_fraction", "hidden", "key_dim",
                      "num_groups", "ipc_iterations"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -325,7 +325,7 @@ class HMFSettings:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0.0 < self.tau <= 1.0:
             raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
-        for name in ("epsilon_initial", "epsilon_final"):
+        for name in ("epsilon_initial", "epsilon_final", "exploration_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("alpha", "group_kl_coeff", "learning_starts"):

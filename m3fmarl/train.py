@@ -283,10 +283,18 @@ def progress_line(row: dict[str, float], total: int, eta_s: float, last_return: 
 # ----------------------------------------------------------------------------------------------
 
 
+RUN_PLAN_KEY = "m3f_run_plan"
+"""``learner_config_dict`` key of the run's plan, ``{"iterations": …}`` (the iterations asked for),
+for settings defined relative to the run's length (HMF's ``exploration_fraction``)."""
+
+
 def build_config(spec: RunSpec, settings: Any) -> Any:
-    """The RLlib AlgorithmConfig of a run: its algorithm's registry builder on its settings."""
-    return registry.get(spec.algo).build_config(spec.problem, spec.num_minors, spec.variant, seed=spec.seed,
-                                                settings=settings)
+    """The RLlib AlgorithmConfig of a run: its algorithm's registry builder on its settings, with
+    the run's plan under :data:`RUN_PLAN_KEY`."""
+    config = registry.get(spec.algo).build_config(spec.problem, spec.num_minors, spec.variant, seed=spec.seed,
+                                                  settings=settings)
+    config.learner_config_dict = {**config.learner_config_dict, RUN_PLAN_KEY: {"iterations": int(spec.iterations)}}
+    return config
 
 
 TMP_PREFIX = ".tmp-"

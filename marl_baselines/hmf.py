@@ -279,11 +279,14 @@ class HMFNetworks(nn.Module):
             return obs
         return torch.cat([obs, nn.functional.one_hot(actions, self.num_actions).to(obs.dtype)], dim=-1)
 
-    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor, groups: torch.Tensor, num_groups: int,
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor | None, groups: torch.Tensor, num_groups: int,
                  ) -> dict[str, torch.Tensor]:
         """Q_LOC(o_k, a_k) ``(B, N)``, λ ``(B, N)``, μ ``(B, m, ·)``, group sizes and Q_GMF(μ)
-        ``(B, m)`` for the taken ``actions``, and every action's Q_LOC ``(B, N, K)``."""
+        ``(B, m)`` for the taken ``actions`` (None: each agent's greedy action on this Q_LOC),
+        and every action's Q_LOC ``(B, N, K)``."""
         q_all = self.q_loc(obs)
+        if actions is None:
+            actions = q_all.argmax(-1)
         x = self.features(obs, actions)
         lam, mu, sizes = self.attention(x, groups, num_groups)
         return {"q_all": q_all, "q_loc": q_all.gather(-1, actions[..., None]).squeeze(-1), "lam": lam, "mu": mu,
@@ -298,8 +301,7 @@ def population_terms(online: HMFNetworks, target: HMFNetworks, obs: torch.Tensor
     unchanged within an episode.  ``{..., "next": {...}}``."""
     now = online.evaluate(obs, actions, groups, num_groups)
     with torch.no_grad():
-        next_actions = target.q_loc(next_obs).argmax(-1)
-        now["next"] = target.evaluate(next_obs, next_actions, groups, num_groups)
+        now["next"] = target.evaluate(next_obs, None, groups, num_groups)
     now["groups"] = groups
     return now
 
@@ -618,10 +620,16 @@ def policy_rows(core: MultiAgentCore, rows: Mapping[str, NDArray], module_ids: l
     return out
 
 
-def epsilon_at(opts: Mapping[str, Any], env_steps: int) -> float:
+DEFAULT_PLANNED_ITERATIONS = 100
+"""Run length assumed by the ε schedule of an HMF built outside ``m3fmarl.train.build_config``
+(which records the iterations asked for; 100 = ``m3fmarl train``'s default)."""
+
+
+def epsilon_at(opts: Mapping[str, Any], env_steps: int, planned_env_steps: int) -> float:
     """ε after ``env_steps`` joint env steps: linear from ``epsilon_initial`` to ``epsilon_final``
-    over ``epsilon_timesteps``, then constant."""
-    frac = min(1.0, env_steps / float(opts["epsilon_timesteps"]))
+    over ``exploration_fraction`` of ``planned_env_steps``, then constant."""
+    span = max(1.0, float(opts["exploration_fraction"]) * planned_env_steps)
+    frac = min(1.0, env_steps / span)
     return float(opts["epsilon_initial"] + frac * (opts["epsilon_final"] - opts["epsilon_initial"]))
 
 
@@ -662,6 +670,14 @@ class HMF(BatchedTraining, Algorithm):
     def _opts(self) -> Mapping[str, Any]:
         return self.config.learner_config_dict[HMF_KEY]
 
+    def _planned_env_steps(self) -> int:
+        """Joint env steps of the whole run: the iterations asked for (``m3fmarl.train``'s run plan)
+        × ``train_batch_size``."""
+        from m3fmarl.train import RUN_PLAN_KEY
+
+        plan = self.config.learner_config_dict.get(RUN_PLAN_KEY) or {}
+        return int(plan.get("iterations", DEFAULT_PLANNED_ITERATIONS)) * int(self.config.train_batch_size_per_learner)
+
     def _make_sampler(self) -> HMFSampler:
         marl = self.config.learner_config_dict[MARL_KEY]
         opts = self._opts()
@@ -682,7 +698,7 @@ class HMF(BatchedTraining, Algorithm):
         sample_s = learn_s = 0.0
         try:
             for _ in range(phases):
-                eps = epsilon_at(opts, self._env_steps_lifetime)
+                eps = epsilon_at(opts, self._env_steps_lifetime, self._planned_env_steps())
                 for m in modules.values():
                     m.epsilon = eps
                 t0 = time.perf_counter()
@@ -710,7 +726,8 @@ class HMF(BatchedTraining, Algorithm):
         # seconds this iteration spent sampling (and storing) and learning, in RLlib's timer keys
         self.metrics.log_value((TIMERS, ENV_RUNNER_SAMPLING_TIMER), sample_s, window=1)
         self.metrics.log_value((TIMERS, LEARNER_UPDATE_TIMER), learn_s, window=1)
-        self.metrics.log_value("hmf_epsilon", epsilon_at(opts, self._env_steps_lifetime), window=1)
+        self.metrics.log_value("hmf_epsilon", epsilon_at(opts, self._env_steps_lifetime, self._planned_env_steps()),
+                               window=1)
         self.metrics.log_value("hmf_gradient_steps", trained, reduce="sum")
         self.metrics.log_value("hmf_replay_size", len(self._replay), window=1)
 

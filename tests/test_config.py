@@ -73,6 +73,11 @@ CHANGED = {  # a valid other value for every settings field
     "kl_target": 0.05, "vf_loss_coeff": 0.5, "entropy_coeff": 0.01, "vf_clip_param": 5.0, "grad_clip": 7.0,
     "train_batch_size": 48_000, "minibatch_size": 2_000, "num_epochs": 4, "num_envs_per_env_runner": 60,
     "minibatching": "shuffled", "rollout_fragment_length": 10, "deepset_form": "pairwise", "deepset_hidden": 64,
+    # HMF
+    "rollout_steps": 2, "training_intensity": 2.0, "replay_capacity": 50_000, "learning_starts": 500, "tau": 0.02,
+    "epsilon_initial": 0.5, "epsilon_final": 0.1, "exploration_fraction": 0.5, "hidden": 128, "key_dim": 32,
+    "gmf_actions": True, "num_groups": 3, "grouping": "bins", "ipc_iterations": 5, "reward_mode": "sum",
+    "alpha": 0.1, "group_kl_coeff": 0.1,
 }
 
 

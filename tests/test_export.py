@@ -1,5 +1,5 @@
 """Policy exports (m3fmarl.export): actor weights + metadata, loaded without unpickling code, and
-evaluating exactly as the checkpoint they came from — for an M3FPPO and an IPPO policy, through
+evaluating exactly as the checkpoint they came from — for an M3FPPO, an IPPO and an HMF policy, through
 the API and through `m3fmarl evaluate --checkpoint EXPORT`."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from m3fmarl.config import PPOSettings
+from m3fmarl.config import HMFSettings, PPOSettings
 from m3fmarl.evaluate import evaluate, load_policy
 from m3fmarl.export import POLICY_FILE, POLICY_META, export_policy, load_modules
 from m3fmarl.train import RunSpec, checkpoints, train
@@ -31,7 +31,11 @@ def runs(ray_session, tmp_path_factory):
     marl = train(RunSpec("ippo", "potential", 3, "reference", seed=2, iterations=1), root / "marl",
                  settings=PPOSettings(train_batch_size=1000, minibatch_size=500, num_epochs=1,
                                       num_envs_per_env_runner=10), log=lambda _: None)
-    return {"m3f": checkpoints(m3f)[-1][1], "marl": checkpoints(marl)[-1][1], "root": root}
+    hmf = train(RunSpec("hmf", "formation", 3, "reference", seed=2, iterations=1), root / "hmf",
+                settings=HMFSettings(train_batch_size=640, num_envs_per_env_runner=10, learning_starts=100, hidden=32),
+                log=lambda _: None)
+    return {"m3f": checkpoints(m3f)[-1][1], "marl": checkpoints(marl)[-1][1], "hmf": checkpoints(hmf)[-1][1],
+            "root": root}
 
 
 def test_m3fc_export_evaluates_as_the_checkpoint(runs) -> None:
@@ -64,6 +68,19 @@ def test_marl_export_evaluates_as_the_checkpoint(runs) -> None:
     assert [(r.num_minors, r.mean) for r in a] == [(r.num_minors, r.mean) for r in b]
     with pytest.raises(ValueError, match="not an M3FC policy"):
         load_policy(dest)
+
+
+def test_hmf_export_keeps_q_loc_and_acts_as_the_checkpoint(runs) -> None:
+    """HMF acts greedily on Q_LOC alone: the export keeps those weights (not the attention, Q_GMF
+    or target networks) and evaluates exactly as the checkpoint, here at N = 3 and 7."""
+    dest = export_policy(runs["hmf"], runs["root"] / "hmf-export")
+    tensors = torch.load(dest / POLICY_FILE, weights_only=True)
+    assert tensors and all(k.split("/", 1)[1].startswith("nets.q_loc.") for k in tensors)
+    exported, original = load_marl_policy(dest), load_marl_policy(runs["hmf"])
+    assert set(exported.modules) == {"major", "minor"} and exported.algo == "hmf"
+    a = evaluate_marl(exported, num_minors=[3, 7], episodes=5, seed=4)
+    b = evaluate_marl(original, num_minors=[3, 7], episodes=5, seed=4)
+    assert [(r.num_minors, r.mean) for r in a] == [(r.num_minors, r.mean) for r in b]
 
 
 def test_broken_exports_are_refused(runs, tmp_path: Path) -> None:

@@ -374,7 +374,7 @@ def test_hmf_learns_beach_bar(tmp_path, ray_session):
     from marl_baselines.evaluate import evaluate_marl, load_marl_policy
 
     settings = dataclasses.replace(load_algorithm("hmf"), train_batch_size=2048, learning_starts=512,
-                                   epsilon_timesteps=10_000)
+                                   exploration_fraction=0.4)
     run = train(RunSpec("hmf", "beach-bar", 5, "reference", seed=0, iterations=12), tmp_path / "run",
                 settings=settings, checkpoint_every=12, log=lambda line: None)
     trained = evaluate_marl(load_marl_policy(checkpoints(run)[-1][1]), episodes=300, seed=1)[0]

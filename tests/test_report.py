@@ -52,6 +52,7 @@ SETTINGS = """\
       ippo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
       mappo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
       mfppo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}
+      hmf: {train_batch_size: 2000, num_envs_per_env_runner: 20, learning_starts: 500}
 """
 M3FPPO_BLOCK = """\
   - algorithms: [m3fppo]
@@ -139,6 +140,23 @@ grid:
 budgets:
   smoke:
 {SETTINGS}"""
+HMF_BLOCK = MFPPO_BLOCK.replace("[mfppo]", "[hmf]")
+HMF_N = f"""\
+id: hmf-n
+problems: [potential]
+grid:
+{HMF_BLOCK}evaluation: {{num_minors: null, episodes: 3}}
+budgets:
+  smoke:
+{SETTINGS}"""
+HMF_TRANSFER = f"""\
+id: hmf-transfer
+problems: [potential]
+grid:
+{HMF_BLOCK}evaluation: {{num_minors: [2, 4, 30], episodes: 3}}
+budgets:
+  smoke:
+{SETTINGS}"""
 
 
 def _env() -> dict[str, str]:
@@ -183,7 +201,8 @@ def sweeps(tmp_path_factory, ray_session) -> dict[str, Path]:
     for trial in table2.trials:
         if trial.algo != "mappo":  # left unfinished
             run_trial(trial, out["table2"])
-    for name, text in (("fig9", FIG9), ("mfppo-n", MFPPO_N), ("mfppo-transfer", MFPPO_TRANSFER)):
+    for name, text in (("fig9", FIG9), ("mfppo-n", MFPPO_N), ("mfppo-transfer", MFPPO_TRANSFER), ("hmf-n", HMF_N),
+                       ("hmf-transfer", HMF_TRANSFER)):
         sweep = _sweep(root, name, text)
         out[name] = root / name
         _ledger(out[name], sweep)
@@ -209,7 +228,8 @@ def report(sweeps, tmp_path_factory):
     """`m3fmarl report` over every sweep directory, through the command line."""
     before = {k: _snapshot(v) for k, v in sweeps.items()}
     dest = tmp_path_factory.mktemp("out") / "report"
-    dirs = [str(sweeps[k]) for k in ("table2", "fig5", "fig7", "fig9", "fig10", "fig12", "mfppo-n", "mfppo-transfer")]
+    dirs = [str(sweeps[k]) for k in ("table2", "fig5", "fig7", "fig9", "fig10", "fig12", "mfppo-n", "mfppo-transfer",
+                                     "hmf-n", "hmf-transfer")]
     p = subprocess.run([*M3FCLI, "report", *dirs, "--out", str(dest)], capture_output=True, text=True, env=_env(),
                        timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -287,16 +307,17 @@ def test_report_md_lists_findings_missing_trials_and_embeds_outputs(sweeps, name
     out, proc = report["out"], report["proc"]
     unfinished = names["potential", "mappo", 0]
     md = (out / "report.md").read_text()
-    experiments = ("table2", "fig5", "fig7", "fig9", "fig10", "fig12", "mfppo-n", "mfppo-transfer")
+    experiments = ("table2", "fig5", "fig7", "fig9", "fig10", "fig12", "mfppo-n", "mfppo-transfer", "hmf-n",
+                   "hmf-transfer")
     for exp in experiments:
         assert f"## {exp} — smoke budget" in md
     assert md.count("smoke budget: not comparable with the paper") == len(experiments)
     assert "trials finished: 6 of 7" in md and f"missing (not finished, left out below): `{unfinished}`" in md
     assert "trials finished: 4 of 4" in md  # fig5
     for png in ("fig5-smoke.png", "fig7-smoke.png", "fig9-smoke.png", "fig10-smoke.png", "fig12-smoke.png",
-                "mfppo-n-smoke.png", "mfppo-transfer-smoke.png"):
+                "mfppo-n-smoke.png", "mfppo-transfer-smoke.png", "hmf-n-smoke.png", "hmf-transfer-smoke.png"):
         assert f"]({png})" in md
-    assert "Transfer over N: the MF-PPO policy" in md and "(MA)" in md
+    assert "Transfer over N: the MF-PPO policy" in md and "Transfer over N: the HMF policy" in md and "(MA)" in md
     assert "| problem | IPPO | MAPPO | M3FA2C | M3FPPO |" in md
     assert "[table2-smoke.csv](table2-smoke.csv)" in md
     # stderr names the unfinished trial; the command still succeeds
@@ -307,7 +328,8 @@ def test_report_md_lists_findings_missing_trials_and_embeds_outputs(sweeps, name
 
 @pytest.mark.slow  # uses the module's trained sweeps
 @pytest.mark.parametrize(("name", "panels"), [("fig5", 2), ("fig7", 1), ("fig9", 1), ("fig10", 1), ("fig12", 1),
-                                              ("mfppo-n", 1), ("mfppo-transfer", 1)])
+                                              ("mfppo-n", 1), ("mfppo-transfer", 1), ("hmf-n", 1),
+                                              ("hmf-transfer", 1)])
 def test_pictures_are_pngs_with_one_panel_per_problem(report, name, panels):
     from PIL import Image
 

@@ -24,7 +24,7 @@ from m3fmarl.config import ConfigError
 from m3fmarl.experiments import BUDGETS, Cell, experiment_files, load_experiment, merge_sweeps
 from tests.conftest import REPO, progress_rows
 
-ALL_ALGOS = ("m3fppo", "m3fa2c", "ippo", "mappo", "mfppo")
+ALL_ALGOS = ("m3fppo", "m3fa2c", "ippo", "mappo", "mfppo", "hmf")
 M3FCLI = [sys.executable, "-m", "m3fmarl"]
 
 SMOKE_SETTINGS = "m3fppo: {train_batch_size: 2000, minibatch_size: 500, num_envs_per_env_runner: 20}"
@@ -51,7 +51,8 @@ def _cells(ev: dict) -> list[Cell]:
 
 def test_every_paper_id_has_a_definition():
     ids = {p.stem for p in experiment_files()}
-    assert ids == {"table2", "fig5", "fig6", "fig7", "fig9", "fig10", "fig12", "fig13", "mfppo-n", "mfppo-transfer"}
+    assert ids == {"table2", "fig5", "fig6", "fig7", "fig9", "fig10", "fig12", "fig13", "mfppo-n", "mfppo-transfer", "hmf-n",
+                   "hmf-transfer"}
     for path in experiment_files():
         assert load_experiment(path, "smoke", algorithms=ALL_ALGOS).id == path.stem
 
@@ -94,11 +95,11 @@ def test_paper_grids_match_the_spec():
     assert sum(t.algo == "ippo" for t in fig12.trials) == 45  # 5 problems × 3 N × 3 trials
     mf = [t for t in fig12.trials if t.algo == "m3fppo"]
     assert len(mf) == 5 and all(t.evaluation.num_minors == (20,) for t in mf)
-    mfppo = load("mfppo-n")
-    assert sum(t.algo == "mfppo" for t in mfppo.trials) == 45  # as IPPO in fig12
-    transfer = load("mfppo-transfer")
-    assert {t.num_minors for t in transfer.trials} == {20} and len(transfer.trials) == 15
-    assert transfer.trials[0].evaluation.num_minors == fig9.trials[0].evaluation.num_minors
+    for algo in ("mfppo", "hmf"):
+        assert sum(t.algo == algo for t in load(f"{algo}-n").trials) == 45  # as IPPO in fig12
+        transfer = load(f"{algo}-transfer")
+        assert {t.num_minors for t in transfer.trials} == {20} and len(transfer.trials) == 15
+        assert transfer.trials[0].evaluation.num_minors == fig9.trials[0].evaluation.num_minors
     table2 = load("table2")
     assert {t.evaluation.num_minors for t in table2.trials} == {(20,)}
     assert {t.algo for t in table2.trials} == set(ALL_ALGOS)
@@ -110,7 +111,7 @@ def test_algorithms_come_from_the_registry():
     assert any(t.algo == "ippo" for t in load_experiment(REPO / "experiments" / "fig12.yaml", "smoke").trials)
     with pytest.raises(ConfigError, match=r"fig12\.yaml:\d+: unknown algorithm 'ippo'( in settings)?; valid: m3fppo$"):
         load_experiment(REPO / "experiments" / "fig12.yaml", "smoke", algorithms=("m3fppo",))
-    assert tuple(registry.ALGORITHMS) == registry.names() == ("ippo", "mappo", "m3fa2c", "m3fppo", "mfppo")
+    assert tuple(registry.ALGORITHMS) == registry.names() == ("ippo", "mappo", "m3fa2c", "m3fppo", "mfppo", "hmf")
 
 
 # ----------------------------------------------------------------------------------------------
