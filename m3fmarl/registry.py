@@ -42,6 +42,9 @@ class Algorithm:
     color: str
     description: str
     mf_reference: bool = False
+    deviation: str = ""
+    """How this algorithm departs from the problems as the paper poses them (stated beside its
+    results in tables and figures), or empty."""
 
     def __post_init__(self) -> None:
         if self.view not in VIEWS:
@@ -80,7 +83,9 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
               "(spec §4.1; not in the paper's tables)"),
     Algorithm("hmf", "HMF", "multi-agent", "m3fmarl.config:HMFSettings", "marl_baselines.hmf:hmf_config",
               "tab:brown", "hierarchical mean-field Q-learning: per-agent Q, grouped minors with attention-weighted "
-              "mean fields (spec §4.2; not in the paper's tables)"),
+              "mean fields (spec §4.2; not in the paper's tables)",
+              deviation="value-based: on the continuous problems every agent picks from a discrete velocity grid "
+                        "({−1, 0, 1}², Potential 5 levels; spec §4.2), not from the continuous action space"),
 )}
 """Name → entry, in the paper's Table 2 column order, then the extra baselines (spec §4)."""
 

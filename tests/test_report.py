@@ -318,6 +318,7 @@ def test_report_md_lists_findings_missing_trials_and_embeds_outputs(sweeps, name
                 "mfppo-n-smoke.png", "mfppo-transfer-smoke.png", "hmf-n-smoke.png", "hmf-transfer-smoke.png"):
         assert f"]({png})" in md
     assert "Transfer over N: the MF-PPO policy" in md and "Transfer over N: the HMF policy" in md and "(MA)" in md
+    assert "HMF deviates: value-based: on the continuous problems every agent picks from a discrete velocity" in md
     assert "| problem | IPPO | MAPPO | M3FA2C | M3FPPO |" in md
     assert "[table2-smoke.csv](table2-smoke.csv)" in md
     # stderr names the unfinished trial; the command still succeeds

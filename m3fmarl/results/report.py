@@ -368,13 +368,15 @@ def table2_caption(sweep: SweepResult) -> str:
                 f"({_ranges(t.env_steps for t in trials)} env steps per trial), {seeds} seed{'s' * (seeds > 1)}")
         training.setdefault(text, []).append(ALGO_LABELS[algo])
     parts = [f"{', '.join(algos)} {text}" for text, algos in training.items()]
+    deviations = [f" {registry.get(a).label} deviates: {registry.get(a).deviation}." for a in TABLE2_ALGOS
+                  if registry.get(a).deviation and any(t.algo == a for t in sweep.trials)]
     variants = sorted({t.variant for t in sweep.trials})
     rule = "; ".join(f"{v} variant: {CI_RULES.get(v, '?')}" for v in variants)
     return (f"Table 2 ({sweep.budget} budget): mean return ± 95 % CI ({rule}) at N = {TABLE2_N} of the best "
             f"trial per problem and algorithm ({BEST_RULE}, among the finished trials evaluated at N = {TABLE2_N}; "
             f"centralized execution for {'/'.join(ALGO_LABELS[a] for a in M3F_ALGOS)}, every agent on its own "
             f"observation for {'/'.join(ALGO_LABELS[a] for a in registry.names('multi-agent'))}), "
-            f"paper value in parentheses. " + "; ".join(parts) + ".")
+            f"paper value in parentheses. " + "; ".join(parts) + "." + "".join(deviations))
 
 
 def seeds_markdown(sweep: SweepResult) -> str:
@@ -668,6 +670,8 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
             ax.xaxis.get_major_locator().set_params(integer=True)
     title = f"{fid} — {sweep.budget} budget" + ("\nnot comparable with the paper" if sweep.budget != "paper" else "")
     path = _finish_figure(fig, axes, problems, title, out, xlabel, ylabel)
+    caption += "".join(f". {registry.get(a).label} deviates: {registry.get(a).deviation}" for a in registry.names()
+                       if registry.get(a).deviation and any(t.algo == a for t in sweep.trials))
     return path, len(problems), caption
 
 
