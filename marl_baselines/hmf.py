@@ -54,7 +54,6 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.learner.utils import make_target_network
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
-from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -69,13 +68,13 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.replay_buffers import ReplayBuffer
 from torch import nn
 
-from m3fmarl.algorithms.batched import BatchedTraining, on_environment_created
+from m3fmarl.algorithms.batched import BatchedTraining
 from m3fmarl.config import GROUPINGS, REWARD_MODES
-from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore, policy_of
-from m3fmarl.multiagent.envs import register_rllib_envs, rllib_env_name
+from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
+from m3fmarl.multiagent.envs import register_rllib_envs
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import VARIANTS, check_choice, check_num_minors, put_copies
-from marl_baselines.ppo import MARL_KEY
+from marl_baselines.ppo import MARL_KEY, multiagent_view
 from marl_baselines.sampler import BatchedSampler, SampleStats
 
 
@@ -801,28 +800,15 @@ def hmf_config(problem: str, num_minors: int, variant: str = "reference", *, see
     register_rllib_envs()
     specs = hmf_module_specs(core, s)
 
-    def policy_mapping_fn(agent_id: Any, *args: Any, **kwargs: Any) -> str:
-        return policy_of(agent_id)
-
     hmf_opts = {k: v for k, v in dataclasses.asdict(s).items()
                 if k not in ("gamma", "lr", "grad_clip", "train_batch_size", "num_envs_per_env_runner")}
     return (
-        HMFConfig()
-        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-        .framework("torch")
-        .environment(rllib_env_name(problem), env_config={"num_minors": num_minors, "variant": variant, **switches},
-                     normalize_actions=True, clip_actions=False)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, explore=True)
-        .multi_agent(policies=list(specs), policy_mapping_fn=policy_mapping_fn, count_steps_by="env_steps")
+        multiagent_view(HMFConfig(), problem, num_minors, variant, switches, specs, seed)
         .learners(num_learners=0, learner_class=HMFTorchLearner, learner_config_dict={
             MARL_KEY: {"algo": "hmf", "problem": problem, "num_minors": num_minors, "variant": variant,
                        "switches": switches, "num_envs": int(s.num_envs_per_env_runner)},
             HMF_KEY: {**hmf_opts, "num_envs": int(s.num_envs_per_env_runner)},
         })
-        .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
         .training(gamma=s.gamma, lr=s.lr, train_batch_size_per_learner=s.train_batch_size, grad_clip=s.grad_clip,
                   grad_clip_by="global_norm")
-        .callbacks(on_environment_created=on_environment_created)
-        .reporting(metrics_num_episodes_for_smoothing=100)
-        .debugging(seed=seed)
     )

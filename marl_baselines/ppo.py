@@ -228,19 +228,8 @@ def marl_config(
     core = MultiAgentCore(problem, num_minors, variant, **switches)
     register_rllib_envs()
     specs = marl_module_specs(critic, core) if module_specs is None else module_specs(core, s)
-    module_ids = list(specs)
-
-    def policy_mapping_fn(agent_id: Any, *args: Any, **kwargs: Any) -> str:
-        return policy_of(agent_id)
-
     config = (
-        PPOConfig(algo_class=MARLPPO)
-        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-        .framework("torch")
-        .environment(rllib_env_name(problem), env_config={"num_minors": num_minors, "variant": variant, **switches},
-                     normalize_actions=True, clip_actions=False)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, explore=True)
-        .multi_agent(policies=list(module_ids), policy_mapping_fn=policy_mapping_fn, count_steps_by="env_steps")
+        multiagent_view(PPOConfig(algo_class=MARLPPO), problem, num_minors, variant, switches, specs, seed)
         .learners(
             num_learners=0,
             learner_class=learner_class or MARLPPOTorchLearner,
@@ -250,12 +239,32 @@ def marl_config(
                            "critic": critic, "bootstrap": bootstrap},
             },
         )
+    )
+    return apply_overrides(ppo_training(config, s, variant), rest)
+
+
+def multiagent_view(config: Any, problem: str, num_minors: int, variant: str, switches: dict[str, Any],
+                    specs: dict[str, RLModuleSpec], seed: int) -> Any:
+    """``config`` (an RLlib AlgorithmConfig) set up for the multi-agent view of ``problem``: the
+    registered RLlib env, the policies of ``specs`` (agents mapped by :func:`policy_of`), env steps
+    counted jointly, no remote env runners (our samplers run in the driver), torch on one thread
+    per runner, smoothing over 100 episodes, ``seed``."""
+
+    def policy_mapping_fn(agent_id: Any, *args: Any, **kwargs: Any) -> str:
+        return policy_of(agent_id)
+
+    return (
+        config.api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .framework("torch")
+        .environment(rllib_env_name(problem), env_config={"num_minors": num_minors, "variant": variant, **switches},
+                     normalize_actions=True, clip_actions=False)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, explore=True)
+        .multi_agent(policies=list(specs), policy_mapping_fn=policy_mapping_fn, count_steps_by="env_steps")
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
         .callbacks(on_environment_created=on_environment_created)
         .reporting(metrics_num_episodes_for_smoothing=100)
         .debugging(seed=seed)
     )
-    return apply_overrides(ppo_training(config, s, variant), rest)
 
 
 def ippo_config(problem: str, num_minors: int, variant: str = "reference", **kwargs: Any) -> PPOConfig:

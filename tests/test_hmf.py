@@ -327,35 +327,15 @@ def test_same_seed_same_run_and_resume_continues_it_exactly(tmp_path, ray_sessio
     """The replay buffer, the ε step count, the groups of running episodes and the optimiser are
     in the checkpoint: a run cut after iteration 2 and resumed repeats iteration 3 exactly."""
     import dataclasses
-    import shutil
 
     from m3fmarl.config import load_algorithm
-    from m3fmarl.train import PROGRESS_FIELDS, RunSpec, checkpoints, train
-    from marl_baselines.evaluate import load_marl_policy
+    from m3fmarl.train import RunSpec
 
-    from .conftest import progress_rows
+    from .conftest import check_same_seed_and_exact_resume
 
-    tiny = dataclasses.replace(load_algorithm("hmf"), **TINY)
-    timing = {"time_this_iter_s", "time_total_s", "env_steps_per_s", "sample_time_s", "learn_time_s"}
-
-    def rows(run):
-        return [[r[k] for k in PROGRESS_FIELDS if k not in timing] for r in progress_rows(run)]
-
-    def weights(run):
-        modules = load_marl_policy(checkpoints(run)[-1][1]).modules
-        return {f"{mid}/{k}": v for mid, m in modules.items() for k, v in m.state_dict().items()}
-
-    spec = RunSpec("hmf", "beach-bar", 4, "reference", seed=2, iterations=3)
-    a = train(spec, tmp_path / "a", settings=tiny, checkpoint_every=1, log=lambda line: None)
-    b = train(spec, tmp_path / "b", settings=tiny, checkpoint_every=1, log=lambda line: None)
-    assert rows(a) == rows(b) and len(rows(a)) == 3
-    assert all(r["vf_loss"] not in ("", "nan") for r in progress_rows(a))  # it learned in every iteration
-    shutil.rmtree(checkpoints(b)[-1][1])  # as if killed before the last save completed
-    (b / "progress.csv").write_text("".join((b / "progress.csv").read_text().splitlines(keepends=True)[:3]))
-    train(spec, b, settings=tiny, resume=True, checkpoint_every=1, log=lambda line: None)
-    assert rows(b) == rows(a)
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows = check_same_seed_and_exact_resume(RunSpec("hmf", "beach-bar", 4, "reference", seed=2, iterations=3),
+                                            dataclasses.replace(load_algorithm("hmf"), **TINY), tmp_path)
+    assert all(r["vf_loss"] not in ("", "nan") for r in rows)  # it learned in every iteration
 
 
 @pytest.mark.slow
@@ -369,18 +349,12 @@ def test_hmf_learns_beach_bar(tmp_path, ray_session):
     import dataclasses
 
     from m3fmarl.config import load_algorithm
-    from m3fmarl.rollout import ReturnStats, episode_returns
-    from m3fmarl.train import RunSpec, checkpoints, train
-    from marl_baselines.evaluate import evaluate_marl, load_marl_policy
+    from m3fmarl.train import RunSpec, train
+
+    from .conftest import check_marl_beats_fixed_policies
 
     settings = dataclasses.replace(load_algorithm("hmf"), train_batch_size=2048, learning_starts=512,
                                    exploration_fraction=0.4)
     run = train(RunSpec("hmf", "beach-bar", 5, "reference", seed=0, iterations=12), tmp_path / "run",
                 settings=settings, checkpoint_every=12, log=lambda line: None)
-    trained = evaluate_marl(load_marl_policy(checkpoints(run)[-1][1]), episodes=300, seed=1)[0]
-    report = f"HMF beach-bar N=5: {trained.mean:.1f} ± {trained.ci95:.1f}"
-    for name in ("zero", "uniform"):
-        b = ReturnStats.of(episode_returns("beach-bar", 5, 300, variant="reference", policy=name, seed=1))
-        report += f"; {name} {b.mean:.1f} ± {b.ci95:.1f}"
-        assert trained.mean - trained.ci95 > b.mean + b.ci95, report
-    print(report)
+    check_marl_beats_fixed_policies("HMF", run, "beach-bar", 5)

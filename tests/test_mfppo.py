@@ -137,50 +137,24 @@ settings."""
 
 @pytest.mark.slow
 def test_mfppo_learns_beach_bar(tmp_path, ray_session) -> None:
-    from m3fmarl.rollout import ReturnStats, episode_returns
-    from m3fmarl.train import RunSpec, checkpoints, train
-    from marl_baselines.evaluate import evaluate_marl, load_marl_policy
+    from m3fmarl.train import RunSpec, train
+
+    from .conftest import check_marl_beats_fixed_policies
 
     run = train(RunSpec("mfppo", "beach-bar", 5, "reference", seed=0, iterations=45), tmp_path / "run",
                 settings=LEARN_SETTINGS, checkpoint_every=45, log=lambda line: None)
-    trained = evaluate_marl(load_marl_policy(checkpoints(run)[-1][1]), episodes=300, seed=1)[0]
-    report = f"MF-PPO beach-bar N=5: {trained.mean:.1f} ± {trained.ci95:.1f}"
-    for name in ("zero", "uniform"):
-        b = ReturnStats.of(episode_returns("beach-bar", 5, 300, variant="reference", policy=name, seed=1))
-        report += f"; {name} {b.mean:.1f} ± {b.ci95:.1f}"
-        assert trained.mean - trained.ci95 > b.mean + b.ci95, report
-    print(report)
+    check_marl_beats_fixed_policies("MF-PPO", run, "beach-bar", 5)
 
 
 @pytest.mark.slow
 def test_same_seed_same_run_and_resume_continues_it_exactly(tmp_path, ray_session) -> None:
-    import shutil
+    from m3fmarl.train import RunSpec
 
-    from m3fmarl.train import PROGRESS_FIELDS, RunSpec, checkpoints, train
-    from marl_baselines.evaluate import load_marl_policy
-
-    from .conftest import progress_rows
+    from .conftest import check_same_seed_and_exact_resume
 
     tiny = MFPPOSettings(lr=1e-3, train_batch_size=200, minibatch_size=100, num_epochs=2, num_envs_per_env_runner=10)
-    timing = {"time_this_iter_s", "time_total_s", "env_steps_per_s", "sample_time_s", "learn_time_s"}
-
-    def rows(run):
-        return [[r[k] for k in PROGRESS_FIELDS if k not in timing] for r in progress_rows(run)]
-
-    def weights(run):
-        modules = load_marl_policy(checkpoints(run)[-1][1]).modules
-        return {f"{mid}/{k}": v for mid, m in modules.items() for k, v in m.state_dict().items()}
-
-    spec = RunSpec("mfppo", "foraging", 3, "reference", seed=2, iterations=3)
-    a = train(spec, tmp_path / "a", settings=tiny, checkpoint_every=1, log=lambda line: None)
-    b = train(spec, tmp_path / "b", settings=tiny, checkpoint_every=1, log=lambda line: None)
-    assert rows(a) == rows(b) and len(rows(a)) == 3
-    shutil.rmtree(checkpoints(b)[-1][1])  # as if killed before the last save completed
-    (b / "progress.csv").write_text("".join((b / "progress.csv").read_text().splitlines(keepends=True)[:3]))
-    train(spec, b, settings=tiny, resume=True, checkpoint_every=1, log=lambda line: None)
-    assert rows(b) == rows(a)
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    check_same_seed_and_exact_resume(RunSpec("mfppo", "foraging", 3, "reference", seed=2, iterations=3), tiny,
+                                     tmp_path)
 
 
 @pytest.mark.parametrize("form", ["pooled", "pairwise"])

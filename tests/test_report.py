@@ -118,45 +118,29 @@ evaluation: {{num_minors: [2, 4, 30], executions: [centralized, decentralized], 
 budgets:
   smoke:
 {SETTINGS}"""
-MFPPO_BLOCK = """\
-  - algorithms: [mfppo]
+
+
+def _per_n_and_transfer(algo: str) -> tuple[str, str]:
+    """The ``<algo>-n`` (evaluated at its training N) and ``<algo>-transfer`` (at N = 2, 4, 30)
+    experiments of a one-trial Potential grid."""
+    block = f"""\
+  - algorithms: [{algo}]
     num_minors: [3]
     seeds: [0]
     iterations: 1
 """
-MFPPO_N = f"""\
-id: mfppo-n
+    return tuple(f"""\
+id: {algo}-{kind}
 problems: [potential]
 grid:
-{MFPPO_BLOCK}evaluation: {{num_minors: null, episodes: 3}}
+{block}evaluation: {{num_minors: {ns}, episodes: 3}}
 budgets:
   smoke:
-{SETTINGS}"""
-MFPPO_TRANSFER = f"""\
-id: mfppo-transfer
-problems: [potential]
-grid:
-{MFPPO_BLOCK}evaluation: {{num_minors: [2, 4, 30], episodes: 3}}
-budgets:
-  smoke:
-{SETTINGS}"""
-HMF_BLOCK = MFPPO_BLOCK.replace("[mfppo]", "[hmf]")
-HMF_N = f"""\
-id: hmf-n
-problems: [potential]
-grid:
-{HMF_BLOCK}evaluation: {{num_minors: null, episodes: 3}}
-budgets:
-  smoke:
-{SETTINGS}"""
-HMF_TRANSFER = f"""\
-id: hmf-transfer
-problems: [potential]
-grid:
-{HMF_BLOCK}evaluation: {{num_minors: [2, 4, 30], episodes: 3}}
-budgets:
-  smoke:
-{SETTINGS}"""
+{SETTINGS}""" for kind, ns in (("n", "null"), ("transfer", "[2, 4, 30]")))
+
+
+MFPPO_N, MFPPO_TRANSFER = _per_n_and_transfer("mfppo")
+HMF_N, HMF_TRANSFER = _per_n_and_transfer("hmf")
 
 
 def _env() -> dict[str, str]:
