@@ -50,6 +50,7 @@ import torch
 from numpy.typing import NDArray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.core import ALL_MODULES
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.learner.utils import make_target_network
@@ -512,7 +513,7 @@ class HMFTorchLearner(TorchLearner):
         gamma = float(self.config.gamma)
         top = top_loss([fwd_out[mid] for mid in fwd_out], first[Columns.REWARDS].float(),
                        first[Columns.TERMINATEDS], gamma, reward_mode=self._hmf()["reward_mode"])
-        self.metrics.log_value(("__all_modules__", "hmf_top_td"), top.item(), window=1)
+        self.metrics.log_value((ALL_MODULES, "hmf_top_td"), top.item(), window=1)
         last = list(losses)[-1]
         losses[last] = losses[last] + top
         return losses
