@@ -1,5 +1,5 @@
-"""Building blocks of HMF, hierarchical mean-field Q-learning (Yu, AAAI 2023; spec/experiments.md
-§4.2, issue 14): grouping of the minors, the attention that weighs a group's members, the
+"""HMF, hierarchical mean-field Q-learning (Yu, AAAI 2023; spec/experiments.md §4.2; docs/hmf.md):
+its building blocks — grouping of the minors, the attention that weighs a group's members, the
 two-level TD targets, the networks (Q_LOC, attention, Q_GMF) and their losses with target
 networks — and the algorithm built from them (``--algo hmf``): RLlib modules and learner, the
 batched ε-greedy sampler with per-episode grouping, RLlib's replay buffer, the training loop.
@@ -20,7 +20,8 @@ The algorithm on the major-minor problems (spec §4.2 mapping):
   ``minibatch_size`` gradient steps on uniformly replayed minibatches, each followed by a soft
   target update.  Episodes end only at the horizon (a time limit): targets bootstrap there.
 
-Notation (paper Eqs. 11–14, 17): agent k of group i has x_k = (o_k, one-hot a_k); the group's
+Notation (paper Eqs. 11–14, 17): agent k of group i has x_k = (o_k, one-hot a_k) (the paper;
+x_k = o_k with ``gmf_actions`` off, our default: :class:`HMFNetworks` says why); the group's
 mean field is μ(x^(i)) = Σ_{k∈i} λ_k x_k with attention weights λ (Σ_{k∈i} λ_k = 1); the group
 value is Q_GRP^(i) = Σ_{k∈i} λ_k Q_LOC(x_k) + 2·Q_GMF(μ(x^(i))), the system value
 Q_TOT = Σ_i Q_GMF(μ(x^(i))).  Targets (hats: target networks, primes: the next step):
