@@ -61,6 +61,10 @@ class RunError(ValueError):
     """A run directory problem (exists, not ours, nothing to resume): one line, exit 2."""
 
 
+DEFAULT_ITERATIONS = 100
+"""Training iterations of a run that names none."""
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """What a training run is: the identity stored in ``run.json``."""
@@ -70,7 +74,7 @@ class RunSpec:
     num_minors: int
     variant: str = "reference"
     seed: int = 0
-    iterations: int = 100
+    iterations: int = DEFAULT_ITERATIONS
 
     def __post_init__(self) -> None:
         check_choice("algo", self.algo, registry.names())

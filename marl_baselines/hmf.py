@@ -71,6 +71,7 @@ from ray.rllib.utils.replay_buffers import ReplayBuffer
 from torch import nn
 
 from m3fmarl.algorithms.batched import BatchedTraining
+from m3fmarl.algorithms.m3fppo import apply_overrides, split_settings
 from m3fmarl.config import GROUPINGS, REWARD_MODES
 from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore
 from m3fmarl.multiagent.envs import register_rllib_envs
@@ -376,6 +377,14 @@ def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 # --- acting ----------------------------------------------------------------------------------------
 
 
+def action_indices(actions: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
+    """Index into the action set of actions ``(…[, d])``: the moves themselves (``grid`` None), or
+    the nearest of the ``grid`` points ``(K, d)``."""
+    if grid is None:
+        return actions.long()
+    return ((actions[..., None, :] - grid) ** 2).sum(-1).argmin(-1)
+
+
 class EpsilonGreedy:
     """ε-greedy choice on Q-values ``(R, K)`` as an action distribution: ``sample()`` (an index,
     or ``grid[index]`` for the continuous problems) and ``logp(actions)``."""
@@ -384,9 +393,7 @@ class EpsilonGreedy:
         self.q, self.epsilon, self.grid = q, float(epsilon), grid
 
     def indices(self, actions: torch.Tensor) -> torch.Tensor:
-        if self.grid is None:
-            return actions.long()
-        return ((actions[..., None, :] - self.grid) ** 2).sum(-1).argmin(-1)
+        return action_indices(actions, self.grid)
 
     def sample(self) -> torch.Tensor:
         index = self.q.argmax(-1)
@@ -472,8 +479,7 @@ class HMFTorchRLModule(TorchRLModule, TargetNetworkAPI):
 
     def action_indices(self, actions: NDArray) -> NDArray[np.int64]:
         """Index into the action set of sampled actions ``(…[, d])`` (grid points or moves)."""
-        t = torch.as_tensor(np.asarray(actions))
-        return EpsilonGreedy(torch.zeros(1, 1), 0.0, self._grid).indices(t).numpy().astype(np.int64)
+        return action_indices(torch.as_tensor(np.asarray(actions)), self._grid).numpy().astype(np.int64)
 
     # learning
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -621,11 +627,6 @@ def policy_rows(core: MultiAgentCore, rows: Mapping[str, NDArray], module_ids: l
     return out
 
 
-DEFAULT_PLANNED_ITERATIONS = 100
-"""Run length assumed by the ε schedule of an HMF built outside ``m3fmarl.train.build_config``
-(which records the iterations asked for; 100 = ``m3fmarl train``'s default)."""
-
-
 def epsilon_at(opts: Mapping[str, Any], env_steps: int, planned_env_steps: int) -> float:
     """ε after ``env_steps`` joint env steps: linear from ``epsilon_initial`` to ``epsilon_final``
     over ``exploration_fraction`` of ``planned_env_steps``, then constant."""
@@ -672,18 +673,18 @@ class HMF(BatchedTraining, Algorithm):
         return self.config.learner_config_dict[HMF_KEY]
 
     def _planned_env_steps(self) -> int:
-        """Joint env steps of the whole run: the iterations asked for (``m3fmarl.train``'s run plan)
-        × ``train_batch_size``."""
-        from m3fmarl.train import RUN_PLAN_KEY
+        """Joint env steps of the whole run: the iterations asked for (``m3fmarl.train``'s run plan;
+        a run's default length for an HMF built without one) × ``train_batch_size``."""
+        from m3fmarl.train import DEFAULT_ITERATIONS, RUN_PLAN_KEY
 
         plan = self.config.learner_config_dict.get(RUN_PLAN_KEY) or {}
-        return int(plan.get("iterations", DEFAULT_PLANNED_ITERATIONS)) * int(self.config.train_batch_size_per_learner)
+        return int(plan.get("iterations", DEFAULT_ITERATIONS)) * int(self.config.train_batch_size_per_learner)
 
     def _make_sampler(self) -> HMFSampler:
         marl = self.config.learner_config_dict[MARL_KEY]
         opts = self._opts()
         core = MultiAgentCore(marl["problem"], marl["num_minors"], marl["variant"], **marl.get("switches", {}))
-        return HMFSampler(core, int(opts["num_envs"]), seed=int(self.config.seed or 0), grouping=opts["grouping"],
+        return HMFSampler(core, int(marl["num_envs"]), seed=int(self.config.seed or 0), grouping=opts["grouping"],
                           num_groups=int(opts["num_groups"]), ipc_iterations=int(opts["ipc_iterations"]))
 
     def _sample_and_update(self) -> None:
@@ -694,12 +695,13 @@ class HMF(BatchedTraining, Algorithm):
         steps = int(opts["rollout_steps"])
         phases = self.config.train_batch_size_per_learner // (sampler.num_envs * steps)
         minibatch = int(opts["minibatch_size"])
+        planned = self._planned_env_steps()
         returns: list[float] = []
         trained = 0
         sample_s = learn_s = 0.0
         try:
             for _ in range(phases):
-                eps = epsilon_at(opts, self._env_steps_lifetime, self._planned_env_steps())
+                eps = epsilon_at(opts, self._env_steps_lifetime, planned)
                 for m in modules.values():
                     m.epsilon = eps
                 t0 = time.perf_counter()
@@ -727,8 +729,7 @@ class HMF(BatchedTraining, Algorithm):
         # seconds this iteration spent sampling (and storing) and learning, in RLlib's timer keys
         self.metrics.log_value((TIMERS, ENV_RUNNER_SAMPLING_TIMER), sample_s, window=1)
         self.metrics.log_value((TIMERS, LEARNER_UPDATE_TIMER), learn_s, window=1)
-        self.metrics.log_value("hmf_epsilon", epsilon_at(opts, self._env_steps_lifetime, self._planned_env_steps()),
-                               window=1)
+        self.metrics.log_value("hmf_epsilon", epsilon_at(opts, self._env_steps_lifetime, planned), window=1)
         self.metrics.log_value("hmf_gradient_steps", trained, reduce="sum")
         self.metrics.log_value("hmf_replay_size", len(self._replay), window=1)
 
@@ -781,8 +782,10 @@ def hmf_config(problem: str, num_minors: int, variant: str = "reference", *, see
     """The RLlib config of an HMF run (spec §4.2; registry builder).
 
     ``settings``: :class:`m3fmarl.config.HMFSettings` (default ``configs/algorithms/hmf.yaml``);
-    ``**overrides`` replace its fields; ``env_config``: switch overrides of the problem.  A
-    grouping the problem cannot have (``num_groups`` > N) is a one-line ``ValueError``."""
+    ``**overrides`` that name one of its fields replace it, other names are AlgorithmConfig
+    attributes (as for every builder: ``split_settings``, ``apply_overrides``); ``env_config``:
+    switch overrides of the problem.  A grouping the problem cannot have (``num_groups`` > N) is a
+    one-line ``ValueError``."""
     import dataclasses
 
     from m3fmarl.config import HMFSettings, load_algorithm
@@ -790,27 +793,23 @@ def hmf_config(problem: str, num_minors: int, variant: str = "reference", *, see
     check_choice("variant", variant, VARIANTS)
     problem = canonical_name(problem)
     num_minors = check_num_minors(num_minors)
-    s = settings if settings is not None else load_algorithm("hmf")
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(HMFSettings)})
-    if unknown:
-        raise ValueError(f"unknown HMF settings {', '.join(unknown)}; valid: "
-                         f"{', '.join(f.name for f in dataclasses.fields(HMFSettings))}")
-    s = dataclasses.replace(s, **overrides)
+    s, rest = split_settings(settings if settings is not None else load_algorithm("hmf"), HMFSettings, overrides)
     check_grouping(s.grouping, s.num_groups, num_minors)
     switches = dict(env_config or {})
     core = MultiAgentCore(problem, num_minors, variant, **switches)
     register_rllib_envs()
     specs = hmf_module_specs(core, s)
-
+    # in the config proper: γ, lr, clip, batch; the copies B under MARL_KEY; the rest under HMF_KEY
     hmf_opts = {k: v for k, v in dataclasses.asdict(s).items()
                 if k not in ("gamma", "lr", "grad_clip", "train_batch_size", "num_envs_per_env_runner")}
-    return (
+    config = (
         multiagent_view(HMFConfig(), problem, num_minors, variant, switches, specs, seed)
         .learners(num_learners=0, learner_class=HMFTorchLearner, learner_config_dict={
             MARL_KEY: {"algo": "hmf", "problem": problem, "num_minors": num_minors, "variant": variant,
                        "switches": switches, "num_envs": int(s.num_envs_per_env_runner)},
-            HMF_KEY: {**hmf_opts, "num_envs": int(s.num_envs_per_env_runner)},
+            HMF_KEY: hmf_opts,
         })
         .training(gamma=s.gamma, lr=s.lr, train_batch_size_per_learner=s.train_batch_size, grad_clip=s.grad_clip,
                   grad_clip_by="global_norm")
     )
+    return apply_overrides(config, rest)

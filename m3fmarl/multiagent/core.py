@@ -86,6 +86,7 @@ class MultiAgentCore:
         self.obs_dim = int(self.obs_low.shape[0])
         own, shared = p.agent_layout()
         self.layout = Layout(own=np.asarray(own), shared=np.asarray(shared))
+        self._source: NDArray[np.int64] | None = None  # observations_from_global's map, built on first use
 
     # --- spaces ------------------------------------------------------------------------------
     def observation_space(self) -> Any:
@@ -177,14 +178,13 @@ class MultiAgentCore:
         """Per observation entry, its index in [shared, own] of one agent.  Entries outside the
         layout repeat an own entry (2G writes the own position into every cell); which one is
         found once on a reset sample and checked to rebuild that sample exactly."""
-        cached = getattr(self, "_source", None)
-        if cached is not None:
-            return cached
+        if self._source is not None:
+            return self._source
         s = self.layout.shared.size
         source = np.full(self.obs_dim, -1, dtype=np.int64)
         source[self.layout.shared] = np.arange(s)
         source[self.layout.own] = s + np.arange(self.layout.own.size)
-        state, obs = self.reset(4, np.random.default_rng(0))
+        _, obs = self.reset(4, np.random.default_rng(0))
         for j in np.flatnonzero(source < 0):
             same = [i for i, o in enumerate(self.layout.own) if np.array_equal(obs[..., j], obs[..., o])]
             if len(same) != 1:

@@ -11,8 +11,8 @@ its trials; a trial shared by several experiments is one run directory), and wri
                                "ours mean ± ci95 (paper mean ± ci95)"; the CSV has separate columns
     <fig>-<budget>.png         fig5, fig6, fig7, fig9, fig10, fig12, fig13 (and the MF-PPO and
                                HMF experiments mfppo-n / hmf-n, drawn as fig12, and
-                               mfppo-transfer / hmf-transfer, drawn as fig9): 1 × P panels, one per problem present in the data, in the
-                               paper's order
+                               mfppo-transfer / hmf-transfer, drawn as fig9): 1 × P panels, one
+                               per problem present in the data, in the paper's order
 
 What each picture shows follows spec/experiments.md §2 (curves: return against env steps, mean
 ± 1 std (ddof 0) over the seeds, truncated to the shortest trial).  The paper's Table 2 numbers
@@ -355,6 +355,13 @@ def _ranges(values: Iterable[int]) -> str:
     return "/".join(str(v) for v in vals) if vals else "–"
 
 
+def deviations(sweep: SweepResult) -> list[str]:
+    """"<label> deviates: …" for each algorithm of the registry that ``sweep`` trains and whose
+    entry states a deviation from the problems as the paper poses them."""
+    return [f"{a.label} deviates: {a.deviation}" for a in registry.ALGORITHMS.values()
+            if a.deviation and any(t.algo == a.name for t in sweep.trials)]
+
+
 def table2_caption(sweep: SweepResult) -> str:
     """Which rule picked the cells, and how long the compared trials trained."""
     training: dict[str, list[str]] = {}
@@ -368,15 +375,13 @@ def table2_caption(sweep: SweepResult) -> str:
                 f"({_ranges(t.env_steps for t in trials)} env steps per trial), {seeds} seed{'s' * (seeds > 1)}")
         training.setdefault(text, []).append(ALGO_LABELS[algo])
     parts = [f"{', '.join(algos)} {text}" for text, algos in training.items()]
-    deviations = [f" {registry.get(a).label} deviates: {registry.get(a).deviation}." for a in TABLE2_ALGOS
-                  if registry.get(a).deviation and any(t.algo == a for t in sweep.trials)]
     variants = sorted({t.variant for t in sweep.trials})
     rule = "; ".join(f"{v} variant: {CI_RULES.get(v, '?')}" for v in variants)
     return (f"Table 2 ({sweep.budget} budget): mean return ± 95 % CI ({rule}) at N = {TABLE2_N} of the best "
             f"trial per problem and algorithm ({BEST_RULE}, among the finished trials evaluated at N = {TABLE2_N}; "
             f"centralized execution for {'/'.join(ALGO_LABELS[a] for a in M3F_ALGOS)}, every agent on its own "
             f"observation for {'/'.join(ALGO_LABELS[a] for a in registry.names('multi-agent'))}), "
-            f"paper value in parentheses. " + "; ".join(parts) + "." + "".join(deviations))
+            f"paper value in parentheses. " + "; ".join(parts) + "." + "".join(f" {d}." for d in deviations(sweep)))
 
 
 def seeds_markdown(sweep: SweepResult) -> str:
@@ -670,8 +675,7 @@ def plot_figure(sweep: SweepResult, others: Sequence[SweepResult], out: Path,
             ax.xaxis.get_major_locator().set_params(integer=True)
     title = f"{fid} — {sweep.budget} budget" + ("\nnot comparable with the paper" if sweep.budget != "paper" else "")
     path = _finish_figure(fig, axes, problems, title, out, xlabel, ylabel)
-    caption += "".join(f". {registry.get(a).label} deviates: {registry.get(a).deviation}" for a in registry.names()
-                       if registry.get(a).deviation and any(t.algo == a for t in sweep.trials))
+    caption += "".join(f". {d}" for d in deviations(sweep))
     return path, len(problems), caption
 
 
