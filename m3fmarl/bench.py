@@ -49,11 +49,13 @@ class BenchRow:
     num_envs: int
     steps_per_s: float  # env steps/s (ot rows: solves/s)
     ms_per_call: float  # ms per env.step call (ot rows: per solve)
+    authors_steps_per_s: float | None = None  # measured in the same run (--authors-src)
 
     @property
     def speedup(self) -> float | None:
-        """Env steps/s over the authors' env (None for OT rows or unknown N)."""
-        base = AUTHORS_STEPS_PER_S.get((self.problem, self.num_minors))
+        """Env steps/s over the authors' env: the one measured beside it if any, else the
+        quoted table (None for OT rows or unknown N)."""
+        base = self.authors_steps_per_s or AUTHORS_STEPS_PER_S.get((self.problem, self.num_minors))
         return None if base is None or self.kind.startswith("ot") else self.steps_per_s / base
 
 
@@ -117,15 +119,30 @@ def bench_ot(problem: str, num_minors: int, variant: str, min_seconds: float) ->
 
 def run_env_bench(
     problems: list[str] | None = None, num_minors: list[int] | None = None, variant: str = "reference",
-    num_envs: int = 64, min_seconds: float = 1.0, progress: Any = None,
+    num_envs: int = 64, min_seconds: float = 1.0, progress: Any = None, authors_src: str | None = None,
 ) -> list[BenchRow]:
-    """Run the benchmark grid; ``progress`` (if given) is called with each finished row."""
+    """Run the benchmark grid; ``progress`` (if given) is called with each finished row.
+
+    With ``authors_src`` (a checkout of the authors' code, see :mod:`m3fmarl.authors`) the
+    authors' env of each problem that has one is timed just before and just after ours, and
+    the speed-ups are taken over the mean of those two measurements.
+    """
     names = [canonical_name(p) for p in problems] if problems else list(PROBLEMS)
+    if authors_src is not None:
+        from m3fmarl import authors
+
+        authors.check_source(authors_src)
     rows: list[BenchRow] = []
     for name in names:
         for n in num_minors or [20, 300]:
+            side_by_side = authors_src is not None and name in authors.BUILDS
+            before = authors.steps_per_second(authors.make_env(authors_src, name, n), min_seconds) if side_by_side else 0
             new = [bench_single(name, n, variant, min_seconds),
                    bench_vector(name, n, variant, num_envs, min_seconds)]
+            if side_by_side:
+                after = authors.steps_per_second(authors.make_env(authors_src, name, n), min_seconds)
+                for row in new:
+                    row.authors_steps_per_s = (before + after) / 2
             if name in ("two-gaussians", "formation"):
                 new += bench_ot(name, n, variant, min_seconds)
             for row in new:

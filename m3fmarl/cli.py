@@ -175,19 +175,28 @@ def cmd_golden(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_envs(args: argparse.Namespace) -> int:
+    from m3fmarl.authors import AuthorsUnavailable, check_source
     from m3fmarl.bench import machine_info, rows_as_dicts, run_env_bench
 
     def show(row: Any) -> None:
         if not args.json:
             unit = "solves/s" if row.kind.startswith("ot") else "env steps/s"
             vs = f"{row.speedup:6.1f}x authors" if row.speedup is not None else ""
+            if row.authors_steps_per_s:
+                vs += f" (theirs {_fmt_rate(row.authors_steps_per_s)}/s beside it)"
             print(f"{row.problem:<14} N={row.num_minors:<4} {row.kind:<7} B={row.num_envs:<3} "
                   f"{_fmt_rate(row.steps_per_s):>8} {unit:<11} {row.ms_per_call:8.3f} ms/call  {vs}", flush=True)
 
+    if args.authors_src is not None:
+        try:
+            check_source(args.authors_src)
+        except AuthorsUnavailable as exc:
+            raise UsageError(str(exc)) from None
     if not args.json:
         print(f"bench envs: variant={args.variant}, vector copies={args.num_envs}, "
               f">= {args.seconds}s per row, uniform-random actions")
-    rows = run_env_bench(args.problem, args.num_minors, args.variant, args.num_envs, args.seconds, show)
+    rows = run_env_bench(args.problem, args.num_minors, args.variant, args.num_envs, args.seconds, show,
+                         authors_src=args.authors_src)
     if args.json:
         print(json.dumps({"machine": machine_info(), "rows": rows_as_dicts(rows)}, indent=1))
     return 0
@@ -442,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=VARIANTS, default="paper", help=VARIANT_HELP)
     p.add_argument("--num-envs", type=positive_int, default=64, help="vector env copies (default 64)")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum timing per row")
+    p.add_argument("--authors-src", metavar="DIR",
+                   help="a checkout of the authors' code (tudkcui/M3FC-MARL): time their env beside ours "
+                        "in this process (needs the old 'gym'; docs/benchmarks.md)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_envs)
 

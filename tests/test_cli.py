@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -38,6 +39,19 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], needle: str | None) 
     assert needle in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(("m3fmarl", "usage"))
     assert len([l for l in out.stderr.splitlines() if "error" in l]) == 1
+
+
+def test_bench_envs_authors_src_errors(tmp_path: Path) -> None:
+    """--authors-src: a directory without the authors' package, or no old ``gym`` beside ours, is a
+    usage error (exit 2, one line) before anything is timed."""
+    out = run("bench", "envs", "--authors-src", str(tmp_path), "--problem", "foraging")
+    assert out.returncode == 2 and "no marllib/envs/m3fc_envs below it" in out.stderr
+    assert out.stdout == ""
+    (tmp_path / "marllib" / "envs" / "m3fc_envs").mkdir(parents=True)
+    out = run("bench", "envs", "--authors-src", str(tmp_path), "--problem", "foraging")
+    if importlib.util.find_spec("gym") is None:
+        assert out.returncode == 2 and "needs the old 'gym' package" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_bench_envs_json_smoke() -> None:

@@ -457,40 +457,78 @@ def test_same_seed_same_trajectory(seed, variant):
     assert not np.array_equal(s1[-1].positions, s3[-1].positions)
 
 
+def random_state(p: Foraging, rng: np.random.Generator, b: int, cluster: bool) -> ForagingState:
+    """A mid-episode state: 4 alive areas (clustered: most (minor, area) pairs in range)."""
+    n = p.num_minors
+    state = p.reset(b, rng)
+    state.area_alive[:, :4] = True
+    state.area_sizes[:, :4] = rng.uniform(0.01, 1.0, (b, 4))
+    if cluster:
+        state.area_locations[:, :4] = rng.uniform(-0.2, 0.2, (b, 4, 2))
+        state.positions[:] = rng.uniform(-0.3, 0.3, (b, n, 2))
+    else:
+        state.area_locations[:, :4] = rng.uniform(-2, 2, (b, 4, 2))
+    state.area_alive[:, 1] &= rng.random(b) < 0.5  # gaps: survivors are compacted
+    state.area_sizes *= state.area_alive
+    state.area_locations *= state.area_alive[..., None]
+    state.encumbrance[:] = rng.uniform(0, 1, (b, n))
+    return state
+
+
 @CI
 @given(seed=st.integers(0, 2**32 - 1), cluster=st.booleans())
 def test_copies_do_not_depend_on_the_batch(seed, cluster):
     """Each copy's transition (apart from the random spawns) is bit-for-bit the same whether it is
-    stepped alone or in a batch, and whichever foraging path (dense / sparse) is used."""
+    stepped alone or in a batch."""
     rng = np.random.default_rng(seed)
     p = Foraging(25, "reference")
-    state = p.reset(6, rng)
-    state.area_alive[:, :4] = True
-    state.area_sizes[:, :4] = rng.uniform(0.01, 1.0, (6, 4))
-    if cluster:  # most (minor, area) pairs in range
-        state.area_locations[:, :4] = rng.uniform(-0.2, 0.2, (6, 4, 2))
-        state.positions[:] = rng.uniform(-0.3, 0.3, (6, 25, 2))
-    else:
-        state.area_locations[:, :4] = rng.uniform(-2, 2, (6, 4, 2))
-    state.encumbrance[:] = rng.uniform(0, 1, (6, 25))
-    minor_u = rng.uniform(-1, 1, (6, 25, 2))
+    state = random_state(p, rng, 6, cluster)
+    minor_u = rng.uniform(-1.5, 1.5, (6, 25, 2))
     major_u = rng.uniform(-1, 1, (6, 2))
-    results = []
-    for fraction in (0.0, 1.0):  # 0: always dense, 1: always sparse
-        p.dense_fraction = fraction
-        results.append(p.step(state, major_u, minor_u, np.random.default_rng(0)))
-    p.dense_fraction = Foraging.dense_fraction
+    batch, rewards = p.step(state, major_u, minor_u, np.random.default_rng(0))
     for i in range(6):
-        one = state.take(slice(i, i + 1))
-        rng = np.random.default_rng(0)
-        results.append(p.step(one, major_u[i : i + 1], minor_u[i : i + 1], rng))
-    for name in ("positions", "encumbrance", "major"):
-        ref = getattr(results[0][0], name)
-        np.testing.assert_array_equal(getattr(results[1][0], name), ref)
-        for i in range(6):
-            np.testing.assert_array_equal(getattr(results[2 + i][0], name)[0], ref[i])
-    np.testing.assert_array_equal(results[1][1], results[0][1])
-    np.testing.assert_array_equal(np.concatenate([r for _, r in results[2:]]), results[0][1])
+        one, r = p.step(state.take(slice(i, i + 1)), major_u[i : i + 1], minor_u[i : i + 1], np.random.default_rng(0))
+        for name in ("positions", "encumbrance", "major"):
+            np.testing.assert_array_equal(getattr(one, name)[0], getattr(batch, name)[i])
+        assert r[0] == rewards[i]
+
+
+@CI
+@given(
+    seed=st.integers(0, 2**32 - 1), cluster=st.booleans(), variant=st.sampled_from(["paper", "reference"]),
+    n=st.sampled_from([1, 7, 25, 300]), dense=st.sampled_from([0.0, 1.0]),
+)
+def test_compiled_step_equals_the_numpy_formulation(seed, cluster, variant, n, dense):
+    """``forage_deposit`` (numba) gives bit-for-bit the states, rewards and random stream of the
+    former numpy step, on both of its paths (dense: every pair in arrays; sparse: pairs in range)."""
+    from tests.foraging_numpy_oracle import NumpyForaging
+
+    rng = np.random.default_rng(seed)
+    ours, oracle = Foraging(n, variant), NumpyForaging(n, variant)
+    oracle.dense_fraction = dense
+    state = random_state(ours, rng, 5, cluster)
+    minor_u = rng.uniform(-1.5, 1.5, (5, n, 2))
+    major_u = rng.uniform(-1.5, 1.5, (5, 2))
+    r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+    for _ in range(3):  # a few steps: areas die, move and respawn
+        a, ra = ours.step(state, major_u, minor_u, r1)
+        b, rb = oracle.step(state, major_u, minor_u, r2)
+        for f in dataclasses.fields(ForagingState):
+            np.testing.assert_array_equal(getattr(a, f.name), getattr(b, f.name), err_msg=f.name)
+        np.testing.assert_array_equal(ra, rb)
+        assert r1.bit_generator.state == r2.bit_generator.state
+        state = a
+
+
+def test_non_finite_actions_are_refused() -> None:
+    p = Foraging(4, "reference")
+    state = p.reset(2, np.random.default_rng(0))
+    minor_u = np.zeros((2, 4, 2))
+    minor_u[1, 2, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        p.step(state, np.zeros((2, 2)), minor_u, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="finite"):
+        p.step(state, np.array([[0.0, np.inf], [0.0, 0.0]]), np.zeros((2, 4, 2)), np.random.default_rng(0))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from m3fmarl.kernels import gaussian_actions
 from m3fmarl.problems.core import EPS_DEC, FloatArray, IntArray
 
 STD_MAPS = ("paper", "reference")
@@ -71,9 +72,11 @@ def decode_continuous(
         # CE: map the (small) table once, then gather per minor.
         table = _preprocess(xi.reshape(b, num_cells, action_dim, 2).astype(np.float64), squash)
         mean_tab, std_tab = table[..., 0], _std(table[..., 1], std_map)  # (B, M, d)
-        rows = (cells + (np.arange(b) * num_cells)[:, None]).ravel()
-        mean = np.take(mean_tab.reshape(b * num_cells, action_dim), rows, axis=0).reshape(b, n, action_dim)
-        std = np.take(std_tab.reshape(b * num_cells, action_dim), rows, axis=0).reshape(b, n, action_dim)
+        u = np.empty((b, n, action_dim))
+        gaussian_actions(
+            rng, np.ascontiguousarray(mean_tab), np.ascontiguousarray(std_tab), np.ascontiguousarray(cells), u
+        )
+        return u
     else:
         # DE: every minor has its own ξ; gather its cell's entries first.
         per = xi.reshape(b, n, num_cells, action_dim * 2)

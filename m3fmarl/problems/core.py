@@ -24,6 +24,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from m3fmarl.kernels import cell_counts, grid_cells_flat
+
 VARIANTS: tuple[str, ...] = ("paper", "reference")
 """Valid values of ``variant``: what the paper describes, or what the authors' code does."""
 
@@ -75,6 +77,28 @@ def nearest_bin(x: NDArray[np.floating], lo: float, hi: float, num_bins: int) ->
     return idx
 
 
+NO_LAYER = np.zeros(0, dtype=np.uint8)
+
+
+def grid_cells(
+    points: NDArray[np.floating], lo: float, hi: float, num_bins: int,
+    layer: NDArray | None = None,
+) -> IntArray:
+    """Flat C-order cell of points ``(..., d)`` on a ``num_bins``-per-axis grid over [lo, hi]^d.
+
+    Per axis the index is :func:`nearest_bin`'s; the flat cell is
+    ``Σ_j idx_j · num_bins^(d−1−j)``.  With ``layer`` (``(...)`` of 0/1, e.g. a boolean) the cell
+    is ``2 · cell + layer`` (a second, interleaved histogram layer).  Same result as combining
+    :func:`nearest_bin`'s indices, in one compiled pass.
+    """
+    d = points.shape[-1]
+    flat_points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, d)
+    marks = NO_LAYER if layer is None else np.ascontiguousarray(layer, dtype=np.uint8).reshape(-1)
+    out = np.empty(flat_points.shape[0], dtype=np.int64)
+    grid_cells_flat(flat_points, float(lo), (hi - lo) / num_bins, int(num_bins), marks, out)
+    return out.reshape(points.shape[:-1])
+
+
 def batched_histogram(cells: IntArray, num_cells: int, weight: float | None = None) -> FloatArray:
     """Normalised histogram of each row of ``cells``.
 
@@ -86,11 +110,10 @@ def batched_histogram(cells: IntArray, num_cells: int, weight: float | None = No
     Returns:
         ``(B, M)`` array of masses.
     """
-    b, n = cells.shape
-    offsets = (np.arange(b, dtype=np.int64) * num_cells)[:, None]
-    counts = np.bincount((cells + offsets).ravel(), minlength=b * num_cells)
+    n = cells.shape[1]
+    counts = cell_counts(np.ascontiguousarray(cells, dtype=np.int64), int(num_cells))
     w = 1.0 / n if weight is None else weight
-    return counts.reshape(b, num_cells) * w
+    return counts * w
 
 
 def unit_ball_projection(u: FloatArray, eps: float = 0.0) -> FloatArray:

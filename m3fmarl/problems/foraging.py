@@ -74,8 +74,10 @@ import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
+from m3fmarl.kernels import row_sum
 from m3fmarl.problems.core import (
     FloatArray,
     IntArray,
@@ -83,7 +85,7 @@ from m3fmarl.problems.core import (
     State,
     Switches,
     batched_histogram,
-    nearest_bin,
+    grid_cells,
     with_major_slot,
 )
 
@@ -111,6 +113,94 @@ SIZE_LOW, SIZE_HIGH = 0.5, 1.5
 FAR = 1e6
 """Stand-in location of a dead slot inside ``step``: no minor is within range of it."""
 
+
+
+@njit(cache=True, nogil=True)
+def forage_deposit(
+    pos: FloatArray, minor_u: FloatArray, depot: FloatArray, locations: FloatArray, sizes: FloatArray,
+    alive: NDArray[np.bool_], enc: FloatArray, new_pos: FloatArray, r_forage: FloatArray,
+    r_deposit: FloatArray, post_move: bool, normalized: bool,
+) -> bool:
+    """Steps 1–3 of spec §5.2 for every copy: move, forage, deposit.
+
+    In place on ``sizes``, ``alive`` (areas used up) and ``enc``; writes ``new_pos`` and the two
+    reward terms per copy.  Returns False (and leaves the outputs unusable) if a minor action is
+    not finite.  Per copy and minor: p' = clip(p + 0.3 u / max(1, ‖u‖)); every alive area m
+    (in slot = creation order) weighs the minors by w_i = ρ − ‖p_i − ℓ_m‖ inside its range (÷ ρ
+    when normalized), takes ΔL = min(0.1, Σw/N) (all that is left if less), and hands out the
+    shares ΔL·w_i/(Σw + 1e-10)·N; the load is capped at 1 once, after all areas (the same as
+    capping area by area, shares being ≥ 0); minors within 0.5 of the pre-step truck position
+    (of p' with ``post_move``, ≤ instead of <) drop their load there.  Sums are numpy's
+    (:func:`m3fmarl.kernels.row_sum`), so the result equals the former numpy formulation bit
+    for bit (tests/test_foraging.py holds it as the oracle).
+    """
+    b, n = enc.shape
+    xs, ys, ux, uy, w, gain = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    r2 = DEPOSIT_RADIUS * DEPOSIT_RADIUS
+    for c in range(b):
+        # De-interleave (x, y) so that the loops below run on contiguous rows (SIMD).
+        for i in range(n):
+            xs[i] = pos[c, i, 0]
+            ys[i] = pos[c, i, 1]
+            ux[i] = minor_u[c, i, 0]
+            uy[i] = minor_u[c, i, 1]
+        for i in range(n):
+            if not (np.isfinite(ux[i]) and np.isfinite(uy[i])):
+                return False
+        for i in range(n):
+            norm = max(np.sqrt(ux[i] * ux[i] + uy[i] * uy[i]), 1.0)
+            ux[i] = min(max(ux[i] / norm * MINOR_VMAX + xs[i], LOW), HIGH)
+            uy[i] = min(max(uy[i] / norm * MINOR_VMAX + ys[i], LOW), HIGH)
+        for i in range(n):
+            new_pos[c, i, 0] = ux[i]
+            new_pos[c, i, 1] = uy[i]
+            gain[i] = enc[c, i]
+        foraged = False
+        for m in range(locations.shape[1]):
+            if not alive[c, m]:
+                continue
+            foraged = True
+            qx, qy = locations[c, m, 0], locations[c, m, 1]
+            # w_i = ρ − d_i inside the range, else 0: d² ≥ ρ² ⇔ d ≥ ρ exactly (ρ² = 0.25 is exact
+            # and sqrt is correctly rounded), so clamping at 0 equals masking by d² < ρ².
+            for i in range(n):
+                dx = xs[i] - qx
+                dy = ys[i] - qy
+                v = RANGE - np.sqrt(dx * dx + dy * dy)
+                w[i] = v if v > 0.0 else 0.0
+            if normalized:
+                for i in range(n):
+                    w[i] = w[i] / RANGE
+            sum_w = row_sum(w)
+            delta = min(DEPLETE_CAP, sum_w / n)
+            if sizes[c, m] <= delta:
+                delta = sizes[c, m]
+                alive[c, m] = False
+            sizes[c, m] = sizes[c, m] - delta
+            denom = sum_w + SHARE_EPS
+            for i in range(n):
+                enc[c, i] += w[i] * delta / denom * n  # + 0.0 outside the range
+        if foraged:
+            for i in range(n):
+                e = min(enc[c, i], 1.0)
+                enc[c, i] = e
+                gain[i] = e - gain[i]
+            r_forage[c] = row_sum(gain) / n
+        else:
+            r_forage[c] = 0.0
+        mx, my = depot[c, 0], depot[c, 1]
+        for i in range(n):
+            ax = ux[i] if post_move else xs[i]
+            ay = uy[i] if post_move else ys[i]
+            dx = ax - mx
+            dy = ay - my
+            d2 = dx * dx + dy * dy
+            near = d2 <= r2 if post_move else d2 < r2
+            dropped = enc[c, i] if near else 0.0
+            enc[c, i] -= dropped
+            gain[i] = dropped
+        r_deposit[c] = row_sum(gain) / n
+    return True
 
 @dataclasses.dataclass
 class ForagingState(State):
@@ -191,12 +281,6 @@ class Foraging(Problem[ForagingState]):
         ),
     }
     switches: ForagingSwitches
-    dense_fraction: ClassVar[float] = 0.1
-    """Above this fraction of (minor, area) pairs in range, foraging uses dense arrays."""
-
-    def __init__(self, num_minors: int, variant: str = "paper", **switches: Any) -> None:
-        super().__init__(num_minors, variant, **switches)
-        self._scratch: tuple[FloatArray, FloatArray, NDArray[np.bool_]] | None = None
 
     @property
     def cell_shape(self) -> tuple[int, ...]:
@@ -242,60 +326,21 @@ class Foraging(Problem[ForagingState]):
         if major_u.shape != (b, 2):
             raise ValueError(f"major_u: expected shape {(b, 2)}, got {major_u.shape}")
 
-        # 1. Move: p' = clip(p + 0.3 proj(u)).  proj(u) = u / max(1, ‖u‖) changes only actions
-        # with ‖u‖ > 1; when those are few (< 5 %) they are recomputed by mask (same operations
-        # per element as the dense branch, so both give identical bits).
-        u1, u2 = minor_u[..., 0], minor_u[..., 1]
-        norm2 = u1 * u1
-        norm2 += u2 * u2
-        if not (np.isfinite(norm2.sum()) and np.isfinite(major_u).all()):
+        if not np.isfinite(major_u).all():
             raise ValueError("actions must be finite (got NaN or inf)")
-        over = norm2 > 1.0
-        num_over = np.count_nonzero(over)
-        if num_over * 20 > over.size:
-            norm = np.sqrt(norm2, out=norm2)
-            np.maximum(norm, 1.0, out=norm)
-            new_pos = np.empty_like(minor_u)
-            np.divide(u1, norm, out=new_pos[..., 0])
-            np.divide(u2, norm, out=new_pos[..., 1])
-            new_pos *= MINOR_VMAX
-        else:
-            new_pos = minor_u * MINOR_VMAX
-            if num_over:
-                new_pos[over] = MINOR_VMAX * (minor_u[over] / np.sqrt(norm2[over])[:, None])
-        new_pos += pos
-        np.clip(new_pos, LOW, HIGH, out=new_pos)
+
+        # The truck moves here; its pre-step position is the depot of step 3.
         u0_norm = np.sqrt(np.einsum("bi,bi->b", major_u, major_u))
         major = state.major + MAJOR_VMAX * (major_u / np.maximum(u0_norm, 1.0)[:, None])
         np.clip(major, MAJOR_LOW, MAJOR_HIGH, out=major)
-
-        # 2. Forage with the pre-step positions.
-        enc = state.encumbrance.copy()
+        new_pos, enc, sizes, alive, r_forage, r_deposit = self.move_forage_deposit(state, minor_u)
         locations = state.area_locations.copy()
-        sizes = state.area_sizes.copy()
-        alive = state.area_alive.copy()
-        r_forage = self._forage(pos, enc, locations, sizes, alive)
-
-        # 3. Deposit at the pre-step truck position y_t (squared distances, no sqrt needed).
-        post = self.switches.dropoff == "post_move"
-        at = new_pos if post else pos
-        dist2 = at[..., 0] - state.major[:, 0, None]
-        dist2 *= dist2
-        dy = at[..., 1] - state.major[:, 1, None]
-        dy *= dy
-        dist2 += dy
-        r2 = DEPOSIT_RADIUS * DEPOSIT_RADIUS
-        near = dist2 <= r2 if post else dist2 < r2
-        deposited = enc * near
-        enc -= deposited  # exactly 0 where deposited, unchanged elsewhere
-        r_deposit = deposited.sum(axis=1) / n
 
         # Keep the slots in creation order with the survivors in front (stable); dead slots 0.
         if (alive[:, 1:] & ~alive[:, :-1]).any():
             order = np.argsort(~alive, axis=1, kind="stable")
-            alive = np.take_along_axis(alive, order, axis=1)
-            sizes = np.take_along_axis(sizes, order, axis=1)
-            locations = np.take_along_axis(locations, order[..., None], axis=1)
+            copy = np.arange(b)[:, None]
+            alive, sizes, locations = alive[copy, order], sizes[copy, order], locations[copy, order]
         if not np.array_equal(alive, state.area_alive):
             locations *= alive[..., None]
             sizes *= alive
@@ -328,106 +373,30 @@ class Foraging(Problem[ForagingState]):
         )
         return next_state, reward
 
-    def _buffers(
-        self, b: int, k: int, n: int
-    ) -> tuple[FloatArray, FloatArray, NDArray[np.bool_]]:
-        """Two float and one bool ``(b, k, n)`` scratch arrays, reused across steps.
-
-        Fresh temporaries of this size (0.8 MB at B = 64, N = 300) made glibc return and re-fault
-        heap pages every step, which cost about as much as the arithmetic itself.  (So one
-        ``Foraging`` instance must not step from two threads at once.)
-        """
-        size = b * k * n
-        if self._scratch is None or self._scratch[0].size < size:
-            cap = b * MAX_AREAS * n
-            self._scratch = (np.empty(cap), np.empty(cap), np.empty(cap, dtype=bool))
-        f1, f2, mask = self._scratch
-        shape = (b, k, n)
-        return f1[:size].reshape(shape), f2[:size].reshape(shape), mask[:size].reshape(shape)
-
-    def _forage(
-        self,
-        pos: FloatArray,
-        enc: FloatArray,
-        locations: FloatArray,
-        sizes: FloatArray,
-        alive: NDArray[np.bool_],
-    ) -> FloatArray:
-        """Step 2 of spec §5.2, in place on ``enc``, ``sizes`` and ``alive``; returns R_forage.
-
-        The distances and ΔL of an area depend only on the pre-step positions and its own L, so
-        they are computed for all processed slots at once (slots after the last one alive in any
-        copy are skipped); only the encumbrance update is sequential, the shares being added in
-        creation order.  When few (minor, area) pairs are in range, the square roots, shares and
-        updates are done on those pairs only.  The dense and sparse paths perform the same
-        floating-point operations per element, so a copy's result is bit-for-bit independent of
-        the other copies in the batch and of the path taken.
-        """
-        b, n, _ = pos.shape
-        any_alive = alive.any(axis=0)
-        if not any_alive.any():
-            return np.zeros(b)
-        k = MAX_AREAS - int(np.argmax(any_alive[::-1]))  # slots up to the last alive one
-        q = np.where(alive[:, :k, None], locations[:, :k], FAR)  # dead slots: out of range
-        d2, w, in_range = self._buffers(b, k, n)
-        np.subtract(pos[:, None, :, 0], q[:, :, 0, None], out=d2)
-        np.multiply(d2, d2, out=d2)
-        np.subtract(pos[:, None, :, 1], q[:, :, 1, None], out=w)
-        np.multiply(w, w, out=w)
-        d2 += w
-        # d < ρ ⇔ d² < ρ² up to rounding exactly where the weight ρ − d rounds to 0 anyway.
-        np.less(d2, RANGE * RANGE, out=in_range)
-        hits = np.flatnonzero(in_range)
-        dense = hits.size > self.dense_fraction * in_range.size
-        normalized = self.switches.deplete_weight == "normalized"
-        if dense:
-            np.sqrt(d2, out=w)
-            np.subtract(RANGE, w, out=w)
-            w *= in_range
-            if normalized:
-                w /= RANGE
-        else:
-            w_hit = RANGE - np.sqrt(d2.reshape(-1)[hits])
-            if normalized:
-                w_hit /= RANGE
-            w.fill(0.0)
-            w.reshape(-1)[hits] = w_hit
-        sum_w = w.sum(axis=2)  # (B, k), same reduction in both paths
-        remaining = sizes[:, :k]
-        delta = np.minimum(DEPLETE_CAP, sum_w / n)
-        gone = alive[:, :k] & (remaining <= delta)
-        delta = np.where(gone, remaining, delta)
-        sizes[:, :k] = remaining - delta
-        alive[:, :k] &= ~gone
-        # Shares f_i = ΔL · w_i / (Σ_j w_j + 1e-10) · N; the part above 1 is wasted.
-        denom = sum_w + SHARE_EPS
-        # Saturating area by area, min(1, min(1, e + f¹) + f²) …, equals min(1, (e + f¹) + f² …)
-        # exactly (shares are ≥ 0 and rounding is monotone), so the shares are added in creation
-        # order and clipped once.
-        before = enc.copy()
-        if dense:
-            w *= delta[:, :, None]
-            w /= denom[:, :, None]
-            w *= n
-            for m in range(k):
-                enc += w[:, m]
-        else:
-            pair = hits // n  # flat (copy, slot)
-            share = delta.reshape(-1)[pair] * w_hit
-            share /= denom.reshape(-1)[pair]
-            share *= n
-            # hits are sorted by (copy, slot, minor): each minor receives its shares in slot order.
-            np.add.at(enc.reshape(-1), (pair // k) * n + hits % n, share)
-        np.minimum(enc, 1.0, out=enc)
-        return (enc - before).sum(axis=1) / n
+    def move_forage_deposit(
+        self, state: ForagingState, minor_u: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, NDArray[np.bool_], FloatArray, FloatArray]:
+        """Steps 1–3 of spec §5.2 (:func:`forage_deposit`, one compiled pass per copy): the new
+        positions, encumbrances, area sizes and alive flags (before compaction), R_forage, R_deposit."""
+        b = state.encumbrance.shape[0]
+        enc = state.encumbrance.copy()
+        sizes = state.area_sizes.copy()
+        alive = state.area_alive.copy()
+        new_pos = np.empty_like(state.positions)
+        r_forage, r_deposit = np.empty(b), np.empty(b)
+        finite = forage_deposit(
+            np.ascontiguousarray(state.positions), np.ascontiguousarray(minor_u), np.ascontiguousarray(state.major),
+            np.ascontiguousarray(state.area_locations), sizes, alive, enc, new_pos, r_forage, r_deposit,
+            self.switches.dropoff == "post_move", self.switches.deplete_weight == "normalized",
+        )
+        if not finite:
+            raise ValueError("actions must be finite (got NaN or inf)")
+        return new_pos, enc, sizes, alive, r_forage, r_deposit
 
     # --- observation -------------------------------------------------------------------------
     def minor_cells(self, state: ForagingState) -> IntArray:
-        idx = nearest_bin(state.positions, LOW, HIGH, NUM_BINS)
-        cells = idx[..., 0] * NUM_BINS + idx[..., 1]
-        if self.switches.enc_bins == 2:
-            cells = 2 * cells + (state.encumbrance > ENC_THRESHOLD)
-        return cells
+        layer = state.encumbrance > ENC_THRESHOLD if self.switches.enc_bins == 2 else None
+        return grid_cells(state.positions, LOW, HIGH, NUM_BINS, layer)
 
     def histogram(self, state: ForagingState) -> FloatArray:
         """``(B, M)`` minors' histogram over ``cell_shape`` (counts / N), C order."""
@@ -449,8 +418,7 @@ class Foraging(Problem[ForagingState]):
     def area_histogram(self, state: ForagingState) -> FloatArray:
         """``(B, 7, 7, 2)`` alive area locations per cell / 5, all in encumbrance cell 0 (§5.5)."""
         b = state.area_alive.shape[0]
-        idx = nearest_bin(state.area_locations, LOW, HIGH, NUM_BINS)
-        cells = idx[..., 0] * NUM_BINS + idx[..., 1]
+        cells = grid_cells(state.area_locations, LOW, HIGH, NUM_BINS)
         cells = np.where(state.area_alive, cells, NUM_BINS * NUM_BINS)  # dead → spare cell
         counts = batched_histogram(cells, NUM_BINS * NUM_BINS + 1, 1.0 / MAX_AREAS)
         out = np.zeros((b, NUM_BINS, NUM_BINS, 2))

@@ -63,7 +63,7 @@ from m3fmarl.problems.core import (
     State,
     Switches,
     batched_histogram,
-    nearest_bin,
+    grid_cells,
     unit_ball_projection,
 )
 from m3fmarl.problems.ot import ot_cost_batch
@@ -134,8 +134,7 @@ class TwoGaussiansSwitches(Switches):
 
 def position_cells(points: FloatArray) -> IntArray:
     """``(B, n)`` flat cell 7a + b of each point of ``points`` ``(B, n, 2)`` (nearest centre)."""
-    idx = nearest_bin(points, LOW, HIGH, NUM_BINS)
-    return idx[..., 0] * NUM_BINS + idx[..., 1]
+    return grid_cells(points, LOW, HIGH, NUM_BINS)
 
 
 def two_layer_histogram(minors: FloatArray, particles: FloatArray) -> FloatArray:
