@@ -77,6 +77,24 @@ def gaussian_actions(
 
 
 @njit(cache=True, nogil=True)
+def discrete_actions(rng: np.random.Generator, cdf_tab: np.ndarray, cells: np.ndarray, out: np.ndarray) -> None:
+    """``out[c, i]`` = #{k : cdf_tab[c, cells[c, i], k] ≤ u}, u ~ U[0, 1) drawn in C order over
+    (c, i) (``rng.random((B, N))``), and 0 where rounding leaves the CDF's end below u — inverse-CDF
+    sampling as :func:`m3fmarl.m3fc.decode.decode_discrete`, same draws and actions."""
+    b, n = cells.shape
+    num_actions = cdf_tab.shape[2]
+    for c in range(b):
+        for i in range(n):
+            u = rng.random()
+            cell = cells[c, i]
+            a = 0
+            for k in range(num_actions):
+                if cdf_tab[c, cell, k] <= u:
+                    a += 1
+            out[c, i] = 0 if a >= num_actions else a
+
+
+@njit(cache=True, nogil=True)
 def cell_counts(cells: np.ndarray, num_cells: int) -> np.ndarray:
     """``(B, M)`` int64 counts of each row of ``cells`` (``np.bincount`` per row)."""
     b, n = cells.shape

@@ -93,3 +93,25 @@ def test_cell_counts_are_bincounts(cells: np.ndarray) -> None:
     for row, c in zip(cells, counts):
         np.testing.assert_array_equal(c, np.bincount(row, minlength=98))
     np.testing.assert_array_equal(batched_histogram(cells, 98), counts * (1.0 / 30))  # weight 1/N
+
+
+@CI
+@given(seed=st.integers(0, 2**32 - 1), b=st.integers(1, 4), n=st.integers(1, 40))
+def test_decode_discrete_ce_is_inverse_cdf_with_numpys_draws(seed: int, b: int, n: int) -> None:
+    """One uniform per minor in C order, action = #{k : CDF_k ≤ u} (0 if rounding leaves the
+    CDF's end below u) — the numpy expression of the decoder, same generator state afterwards."""
+    from m3fmarl.m3fc.decode import decode_discrete, decision_rule_discrete
+
+    rng = np.random.default_rng(seed)
+    m, a = 25, 5
+    xi = rng.uniform(-1.5, 1.5, (b, m * a))
+    xi[0, :a] = [1.0, -1.0, -1.0, -1.0, -1.0]  # a cell with (almost) all mass on one action
+    cells = rng.integers(0, m, (b, n))
+    r1, r2 = np.random.default_rng(seed + 1), np.random.default_rng(seed + 1)
+    got = decode_discrete(xi, cells, m, a, r1)
+    cdf = np.cumsum(decision_rule_discrete(xi.reshape(b, m, a)), axis=-1)[np.arange(b)[:, None], cells]
+    u = r2.random((b, n))
+    expected = (cdf <= u[..., None]).sum(axis=-1)
+    expected[expected >= a] = 0
+    np.testing.assert_array_equal(got, expected)
+    assert r1.bit_generator.state == r2.bit_generator.state

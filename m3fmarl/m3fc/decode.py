@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from m3fmarl.kernels import gaussian_actions
+from m3fmarl.kernels import discrete_actions, gaussian_actions
 from m3fmarl.problems.core import EPS_DEC, FloatArray, IntArray
 
 STD_MAPS = ("paper", "reference")
@@ -99,16 +99,17 @@ def decode_discrete(
     """Sample discrete minor actions; ``xi`` as in :func:`decode_continuous` with layout
     ``cells + (A,)``.  Returns ``(B, N)`` action indices."""
     b, n = cells.shape
-    draw = rng.random((b, n))
     if xi.ndim == 2:
-        # CE: the CDF table (A, B·M) is tiny; gather one contiguous row per action.
+        # CE: the CDF table (B, M, A) is tiny; one compiled pass draws and looks up every minor.
         cdf_tab = np.cumsum(decision_rule_discrete(xi.reshape(b, num_cells, num_actions)), axis=-1)
-        rows = (cells + (np.arange(b) * num_cells)[:, None]).ravel()
-        cdf = np.take(cdf_tab.reshape(b * num_cells, num_actions).T, rows, axis=1)  # (A, B·N)
-    else:
-        per = xi.reshape(b, n, num_cells, num_actions)
-        g = np.take_along_axis(per, cells[:, :, None, None], axis=2)[:, :, 0]
-        cdf = np.cumsum(decision_rule_discrete(g), axis=-1).reshape(b * n, num_actions).T
+        out = np.empty((b, n), dtype=np.int64)
+        discrete_actions(rng, np.ascontiguousarray(cdf_tab), np.ascontiguousarray(cells, dtype=np.int64), out)
+        return out
+    # DE: every minor has its own ξ, so its own CDF.
+    draw = rng.random((b, n))
+    per = xi.reshape(b, n, num_cells, num_actions)
+    g = np.take_along_axis(per, cells[:, :, None, None], axis=2)[:, :, 0]
+    cdf = np.cumsum(decision_rule_discrete(g), axis=-1).reshape(b * n, num_actions).T
     flat = draw.ravel()
     a = np.zeros(b * n, dtype=np.int64)
     for k in range(num_actions):  # a = #{k : cdf_k <= draw}; a loop over the A actions only
