@@ -1,4 +1,4 @@
-"""The numpy formulation of Foraging's steps 1–3 that the compiled one replaced (the oracle).
+"""The numpy formulation of Foraging's step that the compiled one replaced (the oracle).
 
 Until 2026-11-30 ``Foraging.step`` moved, foraged and deposited with numpy array passes (dense
 and sparse paths, bit-identical to each other).  ``forage_deposit`` (numba) must give exactly the
@@ -20,6 +20,9 @@ from m3fmarl.problems.foraging import (
     HIGH,
     LOW,
     MAX_AREAS,
+    SIZE_HIGH,
+    SIZE_LOW,
+    SPAWN_RATE,
     MINOR_VMAX,
     RANGE,
     SHARE_EPS,
@@ -29,7 +32,7 @@ from m3fmarl.problems.foraging import (
 
 
 class NumpyForaging(Foraging):
-    """Foraging with the former numpy steps 1–3 (``dense_fraction``: 0 always dense, 1 always sparse)."""
+    """Foraging with the former numpy steps 1–4 (``dense_fraction``: 0 always dense, 1 always sparse)."""
 
     dense_fraction: ClassVar[float] = 0.1
 
@@ -86,6 +89,31 @@ class NumpyForaging(Foraging):
         r_deposit = deposited.sum(axis=1) / n
 
         return new_pos, enc, sizes, alive, r_forage, r_deposit
+
+    def compact_and_spawn(self, state: ForagingState, sizes, alive, rng: np.random.Generator):
+        b = alive.shape[0]
+        locations = state.area_locations.copy()
+
+        # Keep the slots in creation order with the survivors in front (stable); dead slots 0.
+        if (alive[:, 1:] & ~alive[:, :-1]).any():
+            order = np.argsort(~alive, axis=1, kind="stable")
+            copy = np.arange(b)[:, None]
+            alive, sizes, locations = alive[copy, order], sizes[copy, order], locations[copy, order]
+        if not np.array_equal(alive, state.area_alive):
+            locations *= alive[..., None]
+            sizes *= alive
+
+        # 4. Spawn behind the survivors; new areas are foraged from the next step on.
+        count = alive.sum(axis=1)
+        num_new = np.minimum(rng.poisson(SPAWN_RATE, size=b), MAX_AREAS - count)
+        total = int(num_new.sum())
+        if total:
+            slot = np.arange(MAX_AREAS)
+            new = (slot >= count[:, None]) & (slot < (count + num_new)[:, None])
+            locations[new] = rng.uniform(LOW, HIGH, size=(total, 2))
+            sizes[new] = rng.uniform(SIZE_LOW, SIZE_HIGH, size=total)
+            alive |= new
+        return locations, sizes, alive
 
     def _buffers(
         self, b: int, k: int, n: int

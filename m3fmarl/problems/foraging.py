@@ -202,6 +202,65 @@ def forage_deposit(
         r_deposit[c] = row_sum(gain) / n
     return True
 
+
+@njit(cache=True, nogil=True)
+def compact_and_spawn(
+    rng: np.random.Generator, alive_before: NDArray[np.bool_], alive: NDArray[np.bool_], sizes: FloatArray,
+    locations: FloatArray,
+) -> None:
+    """Step 4 of spec §5.2, in place: per copy the surviving areas move to the front in creation
+    order, the dead behind them (a stable partition); if any area of the batch died, dead slots
+    are zeroed (× 0.0, as numpy's ``locations *= alive`` does, signed zeros included); then Poisson(0.2) new areas per copy (at most up to 5)
+    fill the next free slots: locations ~ U([−2, 2]²) for all new slots of the batch first, then
+    their sizes ~ U[0.5, 1.5] — numpy's draw order, so the random stream is unchanged."""
+    b, k = alive.shape
+    order = np.empty(k, dtype=np.int64)
+    tmp_sizes, tmp_locations, tmp_alive = np.empty(k), np.empty((k, 2)), np.empty(k, dtype=np.bool_)
+    changed = False
+    for c in range(b):
+        j = 0
+        for m in range(k):  # survivors first, then the dead, each in slot order (stable)
+            if alive[c, m]:
+                order[j] = m
+                j += 1
+        for m in range(k):
+            if not alive[c, m]:
+                order[j] = m
+                j += 1
+        for m in range(k):
+            tmp_sizes[m] = sizes[c, order[m]]
+            tmp_locations[m, 0] = locations[c, order[m], 0]
+            tmp_locations[m, 1] = locations[c, order[m], 1]
+            tmp_alive[m] = alive[c, order[m]]
+        for m in range(k):
+            sizes[c, m] = tmp_sizes[m]
+            locations[c, m, 0] = tmp_locations[m, 0]
+            locations[c, m, 1] = tmp_locations[m, 1]
+            alive[c, m] = tmp_alive[m]
+            changed = changed or alive[c, m] != alive_before[c, m]
+    if changed:
+        for c in range(b):
+            for m in range(k):
+                f = 1.0 if alive[c, m] else 0.0
+                locations[c, m, 0] *= f
+                locations[c, m, 1] *= f
+                sizes[c, m] *= f
+    count = np.empty(b, dtype=np.int64)
+    num_new = np.empty(b, dtype=np.int64)
+    for c in range(b):
+        count[c] = 0
+        for m in range(k):
+            count[c] += alive[c, m]
+        num_new[c] = min(rng.poisson(SPAWN_RATE), k - count[c])
+    for c in range(b):
+        for m in range(count[c], count[c] + num_new[c]):
+            locations[c, m, 0] = rng.uniform(LOW, HIGH)
+            locations[c, m, 1] = rng.uniform(LOW, HIGH)
+    for c in range(b):
+        for m in range(count[c], count[c] + num_new[c]):
+            sizes[c, m] = rng.uniform(SIZE_LOW, SIZE_HIGH)
+            alive[c, m] = True
+
 @dataclasses.dataclass
 class ForagingState(State):
     positions: FloatArray  # (B, N, 2) minor positions p in [-2, 2]²
@@ -334,27 +393,7 @@ class Foraging(Problem[ForagingState]):
         major = state.major + MAJOR_VMAX * (major_u / np.maximum(u0_norm, 1.0)[:, None])
         np.clip(major, MAJOR_LOW, MAJOR_HIGH, out=major)
         new_pos, enc, sizes, alive, r_forage, r_deposit = self.move_forage_deposit(state, minor_u)
-        locations = state.area_locations.copy()
-
-        # Keep the slots in creation order with the survivors in front (stable); dead slots 0.
-        if (alive[:, 1:] & ~alive[:, :-1]).any():
-            order = np.argsort(~alive, axis=1, kind="stable")
-            copy = np.arange(b)[:, None]
-            alive, sizes, locations = alive[copy, order], sizes[copy, order], locations[copy, order]
-        if not np.array_equal(alive, state.area_alive):
-            locations *= alive[..., None]
-            sizes *= alive
-
-        # 4. Spawn behind the survivors; new areas are foraged from the next step on.
-        count = alive.sum(axis=1)
-        num_new = np.minimum(rng.poisson(SPAWN_RATE, size=b), MAX_AREAS - count)
-        total = int(num_new.sum())
-        if total:
-            slot = np.arange(MAX_AREAS)
-            new = (slot >= count[:, None]) & (slot < (count + num_new)[:, None])
-            locations[new] = rng.uniform(LOW, HIGH, size=(total, 2))
-            sizes[new] = rng.uniform(SIZE_LOW, SIZE_HIGH, size=total)
-            alive |= new
+        locations, sizes, alive = self.compact_and_spawn(state, sizes, alive, rng)
 
         if self.switches.reward_terms == "deposited_only":
             reward = r_deposit
@@ -392,6 +431,15 @@ class Foraging(Problem[ForagingState]):
         if not finite:
             raise ValueError("actions must be finite (got NaN or inf)")
         return new_pos, enc, sizes, alive, r_forage, r_deposit
+
+    def compact_and_spawn(
+        self, state: ForagingState, sizes: FloatArray, alive: NDArray[np.bool_], rng: np.random.Generator
+    ) -> tuple[FloatArray, FloatArray, NDArray[np.bool_]]:
+        """Step 4 of spec §5.2 (:func:`compact_and_spawn`): the areas' locations, sizes and alive
+        flags after the survivors move to the front and new areas spawn behind them."""
+        locations = state.area_locations.copy()
+        compact_and_spawn(rng, state.area_alive, alive, sizes, locations)
+        return locations, sizes, alive
 
     # --- observation -------------------------------------------------------------------------
     def minor_cells(self, state: ForagingState) -> IntArray:
