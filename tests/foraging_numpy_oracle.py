@@ -16,7 +16,6 @@ from m3fmarl.problems.core import FloatArray
 from m3fmarl.problems.foraging import (
     DEPLETE_CAP,
     DEPOSIT_RADIUS,
-    FAR,
     HIGH,
     LOW,
     MAX_AREAS,
@@ -29,6 +28,9 @@ from m3fmarl.problems.foraging import (
     Foraging,
     ForagingState,
 )
+
+FAR = 1e6
+"""Stand-in location of a dead slot in the distance tables: no minor is within range of it."""
 
 
 class NumpyForaging(Foraging):

@@ -65,7 +65,10 @@ Variants (spec §7.1, presets §7.4):
     tanh in Foraging (``xi_squash = "none"`` in both presets).
 
 Vectorized environment:
-    all B copies step together; the only Python loop in ``step`` runs over the ≤ 5 area slots.
+    all B copies step together.  Steps 1–3 (move, forage, deposit) and step 4 (area compaction
+    and spawns) run as compiled loops over copies, minors and area slots (:func:`forage_deposit`,
+    :func:`compact_and_spawn`, numba), bit for bit the former numpy formulation, random stream
+    included (kept as the test oracle: tests/foraging_numpy_oracle.py).
 """
 
 from __future__ import annotations
@@ -110,8 +113,6 @@ DEPOSIT_RADIUS = 0.5
 MAX_AREAS = 5
 SPAWN_RATE = 0.2
 SIZE_LOW, SIZE_HIGH = 0.5, 1.5
-FAR = 1e6
-"""Stand-in location of a dead slot inside ``step``: no minor is within range of it."""
 
 
 
