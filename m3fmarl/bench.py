@@ -132,17 +132,21 @@ def run_env_bench(
         from m3fmarl import authors
 
         authors.check_source(authors_src)
+
+    def theirs(name: str, n: int) -> float:
+        return authors.steps_per_second(authors.make_env(authors_src, name, n), min_seconds)
+
     rows: list[BenchRow] = []
     for name in names:
         for n in num_minors or [20, 300]:
             side_by_side = authors_src is not None and name in authors.BUILDS
-            before = authors.steps_per_second(authors.make_env(authors_src, name, n), min_seconds) if side_by_side else 0
+            before = theirs(name, n) if side_by_side else None
             new = [bench_single(name, n, variant, min_seconds),
                    bench_vector(name, n, variant, num_envs, min_seconds)]
-            if side_by_side:
-                after = authors.steps_per_second(authors.make_env(authors_src, name, n), min_seconds)
+            if before is not None:
+                mean = (before + theirs(name, n)) / 2
                 for row in new:
-                    row.authors_steps_per_s = (before + after) / 2
+                    row.authors_steps_per_s = mean
             if name in ("two-gaussians", "formation"):
                 new += bench_ot(name, n, variant, min_seconds)
             for row in new:

@@ -90,7 +90,7 @@ def test_grid_cells_combine_nearest_bins(points: np.ndarray, layer: bool) -> Non
 @given(cells=arrays(np.int64, (3, 30), elements=st.integers(0, 97)))
 def test_cell_counts_are_bincounts(cells: np.ndarray) -> None:
     counts = cell_counts(cells, 98)
-    for row, c in zip(cells, counts):
+    for row, c in zip(cells, counts, strict=True):
         np.testing.assert_array_equal(c, np.bincount(row, minlength=98))
     np.testing.assert_array_equal(batched_histogram(cells, 98), counts * (1.0 / 30))  # weight 1/N
 
@@ -100,7 +100,7 @@ def test_cell_counts_are_bincounts(cells: np.ndarray) -> None:
 def test_decode_discrete_ce_is_inverse_cdf_with_numpys_draws(seed: int, b: int, n: int) -> None:
     """One uniform per minor in C order, action = #{k : CDF_k ≤ u} (0 if rounding leaves the
     CDF's end below u) — the numpy expression of the decoder, same generator state afterwards."""
-    from m3fmarl.m3fc.decode import decode_discrete, decision_rule_discrete
+    from m3fmarl.m3fc.decode import decision_rule_discrete, decode_discrete
 
     rng = np.random.default_rng(seed)
     m, a = 25, 5

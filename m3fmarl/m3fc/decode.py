@@ -74,7 +74,8 @@ def decode_continuous(
         mean_tab, std_tab = table[..., 0], _std(table[..., 1], std_map)  # (B, M, d)
         u = np.empty((b, n, action_dim))
         gaussian_actions(
-            rng, np.ascontiguousarray(mean_tab), np.ascontiguousarray(std_tab), np.ascontiguousarray(cells), u
+            rng, np.ascontiguousarray(mean_tab), np.ascontiguousarray(std_tab),
+            np.ascontiguousarray(cells, dtype=np.int64), u,
         )
         return u
     else:

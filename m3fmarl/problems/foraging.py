@@ -115,7 +115,6 @@ SPAWN_RATE = 0.2
 SIZE_LOW, SIZE_HIGH = 0.5, 1.5
 
 
-
 @njit(cache=True, nogil=True)
 def forage_deposit(
     pos: FloatArray, minor_u: FloatArray, depot: FloatArray, locations: FloatArray, sizes: FloatArray,
@@ -211,9 +210,10 @@ def compact_and_spawn(
 ) -> None:
     """Step 4 of spec §5.2, in place: per copy the surviving areas move to the front in creation
     order, the dead behind them (a stable partition); if any area of the batch died, dead slots
-    are zeroed (× 0.0, as numpy's ``locations *= alive`` does, signed zeros included); then Poisson(0.2) new areas per copy (at most up to 5)
-    fill the next free slots: locations ~ U([−2, 2]²) for all new slots of the batch first, then
-    their sizes ~ U[0.5, 1.5] — numpy's draw order, so the random stream is unchanged."""
+    are zeroed (× 0.0, as numpy's ``locations *= alive`` does, signed zeros included); then
+    Poisson(0.2) new areas per copy (at most up to 5) fill the next free slots: locations ~
+    U([−2, 2]²) for all new slots of the batch first, then their sizes ~ U[0.5, 1.5] — numpy's
+    draw order, so the random stream is unchanged."""
     b, k = alive.shape
     order = np.empty(k, dtype=np.int64)
     tmp_sizes, tmp_locations, tmp_alive = np.empty(k), np.empty((k, 2)), np.empty(k, dtype=np.bool_)
@@ -261,6 +261,7 @@ def compact_and_spawn(
         for m in range(count[c], count[c] + num_new[c]):
             sizes[c, m] = rng.uniform(SIZE_LOW, SIZE_HIGH)
             alive[c, m] = True
+
 
 @dataclasses.dataclass
 class ForagingState(State):
