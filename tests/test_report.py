@@ -490,14 +490,16 @@ def test_multi_experiment_sweep_reports_one_section_per_experiment(campaign, nam
     md = rep.markdown.read_text()
     for exp in ("table2", "fig5", "fig7", "fig9"):
         assert md.count(f"## {exp} — smoke budget") == 1
-    sections = md.split("\n## ")[1:]
+    experiments, claims = md.split("\n## The paper's claims on these runs\n")
+    assert "| table2 |" in claims and "| fig5 |" in claims  # judged after every experiment
+    sections = experiments.split("\n## ")[1:]
     assert [sec.split(" — ")[0] for sec in sections] == ["table2", "fig5", "fig7", "fig9"]
     for sec, counts in zip(sections, ("6 of 7", "4 of 4", "2 of 2", "0 of 2"), strict=True):
         assert f"trials finished: {counts}" in sec
         assert f"sweep directory: `{out}`" in sec
     assert "![fig7](fig7-smoke.png)" in sections[2] and campaign["own"] in sections[2]
     assert "No finished trial to draw yet." in sections[3]
-    assert sorted(p.name for p in rep.files) == ["fig5-smoke.png", "fig7-smoke.png", "table2-smoke.csv",
+    assert sorted(p.name for p in rep.files) == ["claims.json", "fig5-smoke.png", "fig7-smoke.png", "table2-smoke.csv",
                                                  "table2-smoke.md"]
     # Table 2: the ledger's table2 trials only -- the same table as the table2 sweep on its own, although
     # fig7's own M3FPPO trial (same problem, N = 20 cell, highest final return) is in the same directory

@@ -13,6 +13,9 @@ its trials; a trial shared by several experiments is one run directory), and wri
                                HMF experiments mfppo-n / hmf-n, drawn as fig12, and
                                mfppo-transfer / hmf-transfer, drawn as fig9): 1 × P panels, one
                                per problem present in the data, in the paper's order
+    claims.json                the paper's "Reader must see" claims checked on these runs, each
+                               with a verdict and its numbers (:mod:`m3fmarl.results.claims`;
+                               also the last section of report.md)
 
 What each picture shows follows spec/experiments.md §2 (curves: return against env steps, mean
 ± 1 std (ddof 0) over the seeds, truncated to the shortest trial).  The paper's Table 2 numbers
@@ -812,6 +815,14 @@ def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: A
                                        for r in t.evaluation or [])
                 md.append(f"| {t.name} | {t.iterations} | {_steps(t.env_steps)} | {cells_text} |")
             md.append("")
+    from m3fmarl.results.claims import OPEN, check_claims, claims_markdown
+
+    claims = check_claims(sweeps)
+    if any(c.verdict != OPEN for c in claims):  # nothing finished to judge: no section
+        md.append(claims_markdown(claims))
+        claims_json = out / "claims.json"
+        claims_json.write_text(json.dumps([c.to_dict() for c in claims], indent=1))
+        files.append(claims_json)
     report_md = out / "report.md"
     report_md.write_text("\n".join(md))
     return Report(out, report_md, files, missing)
