@@ -9,7 +9,8 @@ the files worth committing::
         sweep/                 the working sweep directory (checkpoints, TensorBoard, logs, Tune
                                state; large, not committed: see .gitignore)
         report.md, table2-<budget>.md/.csv, <fig>-<budget>.png    `m3fmarl report` of the sweep
-        baselines.csv          every Table 2 M3F cell against ξ = 0 and uniform actions at N = 20
+        baselines.csv          every Table 2 M3F cell against ξ = 0 and uniform actions at N = 20,
+                               and every other M3F trial at its training N
         fig8.png, fig11.png    rollouts of the Table 2 M3FPPO policies at the paper's snapshot
                                times (:mod:`m3fmarl.results.frames`), appended to report.md with
                                Beach bar's largest fraction of minors on the bar's cell
@@ -116,59 +117,79 @@ def export_results(campaign: Campaign, sweep_dir: Path, out: Path) -> dict[str, 
 
 
 def baselines(sweep_dir: Path, out: Path, report_md: Path, num_minors: int = 20, seed: int = 0) -> dict[str, Any]:
-    """The fixed policies ξ = 0 (P0) and uniform-random upper-level actions at N = 20 (paper
-    episode counts, the campaign's variant), next to every Table 2 M3FPPO/M3FA2C cell, with
-    whether the cell beats both by more than the CIs (the check the reading needs); written to
-    ``baselines.csv`` and appended to ``report_md``."""
+    """The fixed policies ξ = 0 (P0) and uniform-random upper-level actions (paper episode counts,
+    the campaign's variant) next to (1) every Table 2 M3FPPO/M3FA2C cell at N = ``num_minors`` and
+    (2) every other finished M3F trial of the campaign at its training N (CE), with whether the
+    policy beats both by more than the CIs (the check the reading needs); written to
+    ``baselines.csv`` (column ``scope``) and appended to ``report_md``."""
     import csv
 
     from m3fmarl.evaluate import EVAL_EPISODES
     from m3fmarl.results.report import ALGO_LABELS, M3F_ALGOS, PROBLEM_LABELS, ci95, load_sweep, table2_cells
     from m3fmarl.rollout import episode_returns
 
-    cells = [c for s in load_sweep(sweep_dir) if s.experiment == "table2" for c in table2_cells(s)]
+    sweeps = load_sweep(sweep_dir)
+    cells = [c for s in sweeps if s.experiment == "table2" for c in table2_cells(s)]
     rows: list[dict[str, Any]] = []
-    lines: list[str] = []
-    cache: dict[tuple[str, str, int], dict[str, dict[str, float]]] = {}
+    lines: dict[str, list[str]] = {"table2": [], "trial": []}
+    cache: dict[tuple[str, str, int, int], dict[str, dict[str, float]]] = {}
 
-    def base_of(problem: str, variant: str, episodes: int) -> dict[str, dict[str, float]]:
-        key = (problem, variant, episodes)
+    def base_of(problem: str, variant: str, episodes: int, n: int) -> dict[str, dict[str, float]]:
+        key = (problem, variant, episodes, n)
         if key not in cache:
             cache[key] = {}
             for policy in ("zero", "uniform"):
-                r = episode_returns(problem, num_minors, episodes, variant=variant, policy=policy, seed=seed)
+                r = episode_returns(problem, n, episodes, variant=variant, policy=policy, seed=seed)
                 stats = {"mean": float(r.mean()), "std": float(r.std(ddof=1)), "episodes": episodes}
                 stats["ci95"] = ci95(stats, variant)
                 cache[key][policy] = stats
         return cache[key]
 
-    for c in cells:
-        if c.algo not in M3F_ALGOS or c.result is None or c.result.get("num_minors") != num_minors:
-            continue
-        variant, episodes = c.trial.variant, int(c.result.get("episodes") or EVAL_EPISODES[c.problem])
-        base = base_of(c.problem, variant, episodes)
-        ours = {"mean": c.result["mean"], "ci95": ci95(c.result, variant)}
+    def add(scope: str, problem: str, algo: str, trial: str, variant: str, n: int, result: dict[str, Any]) -> None:
+        episodes = int(result.get("episodes") or EVAL_EPISODES[problem])
+        base = base_of(problem, variant, episodes, n)
+        ours = {"mean": result["mean"], "ci95": ci95(result, variant)}
         beats = all(ours["mean"] - ours["ci95"] > b["mean"] + b["ci95"] for b in base.values())
-        rows.append({"problem": c.problem, "variant": variant, "algorithm": c.algo, "num_minors": num_minors,
+        rows.append({"scope": scope, "problem": problem, "variant": variant, "algorithm": algo, "num_minors": n,
                      "episodes": episodes, "mean": ours["mean"], "ci95": ours["ci95"],
                      "zero_mean": base["zero"]["mean"], "zero_ci95": base["zero"]["ci95"],
                      "uniform_mean": base["uniform"]["mean"], "uniform_ci95": base["uniform"]["ci95"],
-                     "beats_both_beyond_ci": beats, "trial": c.trial.name})
-        lines.append(f"| {PROBLEM_LABELS.get(c.problem, c.problem)} | {ALGO_LABELS[c.algo]} | "
-                     f"{ours['mean']:.1f} ± {ours['ci95']:.1f} | {base['zero']['mean']:.1f} ± "
-                     f"{base['zero']['ci95']:.1f} | {base['uniform']['mean']:.1f} ± {base['uniform']['ci95']:.1f} "
-                     f"| {'yes' if beats else '**no**'} |")
+                     "beats_both_beyond_ci": beats, "trial": trial})
+        lines[scope].append(
+            f"| {PROBLEM_LABELS.get(problem, problem)} | {ALGO_LABELS[algo]} | "
+            + (f"`{trial}` | " if scope == "trial" else "")
+            + f"{ours['mean']:.1f} ± {ours['ci95']:.1f} | {base['zero']['mean']:.1f} ± {base['zero']['ci95']:.1f} | "
+            f"{base['uniform']['mean']:.1f} ± {base['uniform']['ci95']:.1f} | {'yes' if beats else '**no**'} |")
+
+    for c in cells:
+        if c.algo not in M3F_ALGOS or c.result is None or c.result.get("num_minors") != num_minors:
+            continue
+        add("table2", c.problem, c.algo, c.trial.name, c.trial.variant, num_minors, c.result)
+    seen = {(row["trial"], row["num_minors"]) for row in rows}
+    for s in sweeps:
+        for t in s.finished:
+            result = t.cell(t.num_minors, "centralized")
+            if t.algo not in M3F_ALGOS or (t.name, t.num_minors) in seen or result is None:
+                continue
+            seen.add((t.name, t.num_minors))
+            add("trial", t.problem, t.algo, t.name, t.variant, t.num_minors, result)
     if rows:
         with open(out / "baselines.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        text = ["", f"## M3F policies against fixed policies at N = {num_minors}", "",
-                "Each Table 2 M3FPPO/M3FA2C cell next to ξ = 0 (the zero decision rule, major action 0) and uniform-"
-                "random upper-level actions, same N, episodes and CI rule; *beats* = its lower CI bound is above "
-                "both baselines' upper bounds.", "",
-                "| problem | algorithm | ours | ξ = 0 | uniform | beats both beyond the CIs |", "|---|---|---|---|---|---|",
-                *lines]
+        text = ["", "## M3F policies against fixed policies", "",
+                "ξ = 0 (the zero decision rule, major action 0) and uniform-random upper-level actions, at the same N, "
+                "with the same episodes and CI rule; *beats* = the policy's lower CI bound is above both baselines' "
+                "upper bounds.", ""]
+        if lines["table2"]:
+            text += [f"Every Table 2 M3FPPO/M3FA2C cell (N = {num_minors}):", "",
+                     "| problem | algorithm | ours | ξ = 0 | uniform | beats both beyond the CIs |",
+                     "|---|---|---|---|---|---|", *lines["table2"], ""]
+        if lines["trial"]:
+            text += ["Every finished M3F trial of the campaign at its training N (centralized), where not above:", "",
+                     "| problem | algorithm | trial | ours | ξ = 0 | uniform | beats both beyond the CIs |",
+                     "|---|---|---|---|---|---|---|", *lines["trial"], ""]
         with open(report_md, "a") as fh:
             fh.write("\n".join(text) + "\n")
     return {"rows": rows}

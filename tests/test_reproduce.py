@@ -31,7 +31,7 @@ budgets:
 """
 FIG9 = TABLE2.replace("id: table2", "id: fig9").replace(
     "evaluation: {num_minors: [20], episodes: 5}",
-    "evaluation: {num_minors: [4, 20], executions: [centralized, decentralized], episodes: 5}")
+    "evaluation: {num_minors: [4, 5, 20], executions: [centralized, decentralized], episodes: 5}")
 
 
 def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
@@ -55,11 +55,15 @@ def test_reproduce_a_tiny_campaign_and_resume_it(tmp_path: Path) -> None:
                                                       "policy.pt", "policy.json"}
     cells = json.loads((committed / "evaluation.json").read_text())["results"]
     assert sorted((c["num_minors"], c["execution"]) for c in cells) == [
-        (4, "centralized"), (4, "decentralized"), (20, "centralized"), (20, "decentralized")]
+        (4, "centralized"), (4, "decentralized"), (5, "centralized"), (5, "decentralized"), (20, "centralized"),
+        (20, "decentralized")]
     report = (out / "report.md").read_text()
     assert "## table2" in report and "## fig9" in report and "M3F policies against fixed policies" in report
     assert "Figs. 8 and 11" in report and (out / "fig11.png").is_file()  # Potential is in fig11
-    assert len((out / "baselines.csv").read_text().splitlines()) == 2  # header + the one M3FPPO cell
+    # header, the Table 2 cell (N = 20), the trial at its training N = 5 (fig9 evaluated it there)
+    base = (out / "baselines.csv").read_text().splitlines()
+    assert len(base) == 3 and base[1].startswith("table2,potential,") and base[2].startswith("trial,potential,")
+    assert ",5,5," in base[2] and trial in base[2]  # N = 5, 5 episodes
     record = json.loads((out / "campaign.json").read_text())
     assert record["distinct_trials"] == 1 and record["trials_named_by_experiments"] == 2
     assert record["trials"][trial]["used_by"] == ["table2", "fig9"] and record["cpu_hours_total"] > 0
