@@ -251,9 +251,9 @@ def campaign_markdown(record: dict[str, Any], command: str) -> str:
     lines += ["", "| trial | used by | iterations | env steps | training CPU-h | evaluation CPU-h | policy |",
               "|---|---|---|---|---|---|---|"]
     for name, t in record["trials"].items():
+        policy = f"`{t['policy']}`" if t.get("policy") else ("unfinished" if not t["finished"] else "-")
         lines.append(f"| {name} | {', '.join(t['used_by'])} | {t['iterations']} | {t['env_steps']:,} | "
-                     f"{t['train_cpu_hours']:.2f} | {t['eval_cpu_hours']:.2f} | "
-                     f"{'`' + t['policy'] + '`' if t.get('policy') else ('unfinished' if not t['finished'] else '-')} |")
+                     f"{t['train_cpu_hours']:.2f} | {t['eval_cpu_hours']:.2f} | {policy} |")
     return "\n".join(lines) + "\n"
 
 
