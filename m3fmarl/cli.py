@@ -152,6 +152,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A compact, committable copy of a run: its small files and the final policy as weights only."""
+    import shutil
+
+    from m3fmarl.export import export_policy
+    from m3fmarl.reproduce import SMALL_FILES
+    from m3fmarl.train import RUN_FILE, checkpoints
+
+    run_dir, dest = Path(args.run_dir), Path(args.out)
+    if not (run_dir / RUN_FILE).is_file():
+        raise UsageError(f"{run_dir}: not a run directory (no {RUN_FILE}; `m3fmarl train --out DIR` writes one)")
+    done = checkpoints(run_dir)
+    if not done:
+        raise UsageError(f"{run_dir}: run directory without a complete checkpoint")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UsageError(f"--out {dest} exists and is not an empty directory; choose another --out (nothing is "
+                         "overwritten)")
+    if dest.resolve() == run_dir.resolve() or run_dir.resolve() in dest.resolve().parents:
+        raise UsageError(f"--out {dest} is inside the run directory {run_dir}; choose another --out")
+    iteration, checkpoint = done[-1]
+    export_policy(checkpoint, dest)
+    copied = []
+    for name in SMALL_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, dest / name)
+            copied.append(name)
+    size = sum(p.stat().st_size for p in dest.iterdir() if p.is_file())
+    print(f"exported {run_dir} (iteration {iteration}) to {dest}: {', '.join(copied)}, policy.pt + policy.json "
+          f"({size / 1024:.0f} kB); evaluate it with `m3fmarl evaluate --checkpoint {dest}`")
+    return 0
+
+
 def cmd_golden(args: argparse.Namespace) -> int:
     """Replay the golden protocol (P0, reference variant) and compare with the authors' numbers."""
     from m3fmarl.golden import compare, load_golden
@@ -432,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="a compact copy of a run to commit or share: run.json, config.yaml, "
+                                      "progress.csv, evaluation.json and the final policy (weights only)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `m3fmarl train`")
+    p.add_argument("--out", required=True, help="a new (or empty) directory for the copy")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("golden", help="replay the golden protocol and compare with the authors' returns")
     p.add_argument("--problem", type=_problem, action="append", help="repeatable; default all")

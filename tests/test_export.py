@@ -94,3 +94,28 @@ def test_broken_exports_are_refused(runs, tmp_path: Path) -> None:
     (dest / POLICY_FILE).write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="cannot read policy.pt"):
         load_policy(dest)
+
+
+def test_export_command_copies_a_run_compactly_and_refuses_to_overwrite(runs, tmp_path: Path) -> None:
+    run_dir = runs["m3f"].parent.parent  # <run>/checkpoints/iter_*
+    dest = tmp_path / "committed"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "m3fmarl", *args], capture_output=True, text=True, timeout=300)
+
+    out = cli("export", str(run_dir), "--out", str(dest))
+    assert out.returncode == 0, out.stderr
+    assert "(iteration 2)" in out.stdout
+    assert {p.name for p in dest.iterdir()} == {"run.json", "config.yaml", "progress.csv", POLICY_FILE, POLICY_META}
+    assert (dest / "progress.csv").read_bytes() == (run_dir / "progress.csv").read_bytes()
+    a = evaluate(load_policy(dest), num_minors=[5], episodes=4, seed=1)
+    b = evaluate(load_policy(runs["m3f"]), num_minors=[5], episodes=4, seed=1)
+    assert (a[0].mean, a[0].std) == (b[0].mean, b[0].std)
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    for args, words in (((str(run_dir), "--out", str(dest)), "not an empty directory"),
+                        ((str(tmp_path), "--out", str(tmp_path / "x")), "not a run directory"),
+                        ((str(run_dir), "--out", str(run_dir / "copy")), "inside the run directory")):
+        bad = cli("export", *args)
+        assert bad.returncode == 2 and words in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before  # nothing overwritten
+    assert not (run_dir / "copy").exists()
