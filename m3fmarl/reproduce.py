@@ -125,6 +125,7 @@ def baselines(sweep_dir: Path, out: Path, report_md: Path, num_minors: int = 20,
     import csv
 
     from m3fmarl.evaluate import EVAL_EPISODES
+    from m3fmarl.results.claims import relation
     from m3fmarl.results.report import ALGO_LABELS, M3F_ALGOS, PROBLEM_LABELS, ci95, load_sweep, table2_cells
     from m3fmarl.rollout import episode_returns
 
@@ -149,7 +150,7 @@ def baselines(sweep_dir: Path, out: Path, report_md: Path, num_minors: int = 20,
         episodes = int(result.get("episodes") or EVAL_EPISODES[problem])
         base = base_of(problem, variant, episodes, n)
         ours = {"mean": result["mean"], "ci95": ci95(result, variant)}
-        beats = all(ours["mean"] - ours["ci95"] > b["mean"] + b["ci95"] for b in base.values())
+        beats = all(relation((ours["mean"], ours["ci95"]), (b["mean"], b["ci95"])) == "above" for b in base.values())
         rows.append({"scope": scope, "problem": problem, "variant": variant, "algorithm": algo, "num_minors": n,
                      "episodes": episodes, "mean": ours["mean"], "ci95": ours["ci95"],
                      "zero_mean": base["zero"]["mean"], "zero_ci95": base["zero"]["ci95"],

@@ -56,6 +56,7 @@ from m3fmarl.results.report import (
     ci95,
     mean_curve,
     mf_level,
+    plus_minus,
     read_paper_table2,
     table2_cells,
 )
@@ -175,8 +176,7 @@ def _cell(t: TrialResult, n: int, execution: str = "centralized") -> tuple[float
 
 
 def _pm(x: tuple[float, float]) -> str:
-    digits = 1 if abs(x[0]) >= 100 or x[1] >= 1 else 2
-    return f"{x[0]:.{digits}f} ± {x[1]:.{digits}f}"
+    return plus_minus(*x)
 
 
 def _label(problem: str) -> str:

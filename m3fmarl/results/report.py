@@ -338,7 +338,8 @@ def table2_cells(sweep: SweepResult) -> list[Table2Cell]:
     return cells
 
 
-def _pm(mean: float, ci: float) -> str:
+def plus_minus(mean: float, ci: float) -> str:
+    """``mean ± ci`` with one decimal (two for small values), as tables print returns."""
     digits = 1 if abs(mean) >= 100 or ci >= 1 else 2
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
@@ -414,7 +415,7 @@ def table2_markdown(sweep: SweepResult, cells: Sequence[Table2Cell]) -> str:
         row = []
         for algo in algos:
             c = next(c for c in cells if c.problem == problem and c.algo == algo)
-            ours = _pm(c.result["mean"], ci95(c.result, c.trial.variant)) if c.result else "not run"
+            ours = plus_minus(c.result["mean"], ci95(c.result, c.trial.variant)) if c.result else "not run"
             if c.result is None and any(t.problem == problem and t.algo == algo for t in sweep.trials):
                 ours = "unfinished" if not any(t.problem == problem and t.algo == algo for t in sweep.finished) \
                     else f"no N = {TABLE2_N} evaluation"
@@ -811,8 +812,9 @@ def build_report(sweep_dirs: Sequence[str | Path], out: str | Path, *, stream: A
         if sweep.finished:
             md += ["| trial | iterations | env steps | evaluation (N, execution: mean ± ci95) |", "|---|---|---|---|"]
             for t in sweep.finished:
-                cells_text = "; ".join(f"{r['num_minors']} {r['execution']}: {_pm(r['mean'], ci95(r, t.variant))}"
-                                       for r in t.evaluation or [])
+                cells_text = "; ".join(
+                    f"{r['num_minors']} {r['execution']}: {plus_minus(r['mean'], ci95(r, t.variant))}"
+                    for r in t.evaluation or [])
                 md.append(f"| {t.name} | {t.iterations} | {_steps(t.env_steps)} | {cells_text} |")
             md.append("")
     from m3fmarl.results.claims import OPEN, check_claims, claims_markdown
