@@ -87,6 +87,7 @@ while :; do
   wait "$trial_pid" || status=$?
   break
 done
+trap '' USR1 TERM  # the trial is over: a late signal must not recreate the stop file or kill the task
 rm -f "$M3FMARL_STOP_FILE"
 if [ "$status" = "$STOPPED" ] && [ "$stop_asked" = usr1 ]; then
   echo "[array.sh] $(date '+%F %T') job $task hands over: requeued; its next run continues the trial"

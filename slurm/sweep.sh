@@ -131,7 +131,9 @@ await_exit() {
 
 teardown() {
   local rc=$?
-  trap - USR1 TERM
+  # The sweep is over: a warning or cancel arriving now must neither stop the teardown half-way
+  # nor end the job as killed by a signal (the default action), so both are ignored from here.
+  trap '' USR1 TERM
   rm -f "$M3FMARL_STOP_FILE"
   echo "[sweep.sh] stopping Ray"
   if [ ${#worker_pids[@]} -gt 0 ]; then

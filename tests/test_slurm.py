@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import subprocess
@@ -296,13 +297,33 @@ def _restarts(job: str) -> int:
     return int(re.search(r"\bRestarts=(\d+)", info).group(1))
 
 
+TRAIN_WINDOW_S = 75.0
+"""Seconds a run of the 3-minute test job trains before Slurm's warning (SIGUSR1 90 s before the
+limit, so 90 s into the job, less ≈ 15 s of Ray start-up)."""
+
+
+def _seconds_per_iteration(tmp_path: Path) -> float:
+    """This machine's speed on the requeue test's trial, now: the median seconds per iteration of
+    30 iterations of it in a local sweep (the first five, warm-up, left out)."""
+    exp = tmp_path / "calibrate.yaml"
+    exp.write_text(LONG_EXPERIMENT.format(iterations=30).replace("id: requeuetest", "id: calibrate"))
+    run = subprocess.run([str(REPO / ".venv/bin/m3fmarl"), "sweep", str(exp), "--budget", "smoke", "--out",
+                          str(tmp_path / "calibrate"), "--cpus", "1"], capture_output=True, text=True,
+                         env=_env(tmp_path), timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    (progress,) = (tmp_path / "calibrate" / "trials").glob("*/progress.csv")
+    seconds = sorted(float(r["time_this_iter_s"]) for r in progress_rows(progress.parent)[5:])
+    return seconds[len(seconds) // 2]
+
+
 def test_sbatch_sweep_outlives_its_time_limit_by_requeueing_itself(slurm, tmp_path):
     """A 3-minute job whose trial needs several: Slurm's warning (SIGUSR1 90 s before the limit)
     makes the trial save its last iteration and stop, the job requeues itself and resumes, ≥ 2
     times; the trial ends with every iteration trained once and the same progress rows and
-    evaluation as an uninterrupted run.  300 iterations ≈ 160 s of training here (≈ 45 s per
-    run): ≥ 2 requeues even on a machine 1.5× faster."""
-    iterations = 300
+    evaluation as an uninterrupted run.  The trial is sized on this machine's measured speed to
+    2.5 training windows of a run (≈ 75 s each), so ≥ 2 requeues come whether the machine is fast
+    or slow (a fixed 300 iterations took 160 s on 2026-11-25 and 62 s after the numba kernels)."""
+    iterations = max(300, math.ceil(2.5 * TRAIN_WINDOW_S / _seconds_per_iteration(tmp_path)))
     exp = tmp_path / "requeuetest.yaml"
     exp.write_text(LONG_EXPERIMENT.format(iterations=iterations))
     out, ref = tmp_path / "out", tmp_path / "ref"
@@ -327,6 +348,34 @@ def test_sbatch_sweep_outlives_its_time_limit_by_requeueing_itself(slurm, tmp_pa
     _same_run(out / "trials" / name, ref / "trials" / name, iterations)
     assert not list(REPO.glob(".m3fmarl-stop-*"))
     print(f"sweep.sh across {restarts} requeues: same rows and evaluation as the uninterrupted run")
+
+
+def test_sbatch_sweep_ignores_a_warning_that_comes_after_the_sweep_finished(slurm, tmp_path):
+    """Slurm's warning can come while the finished sweep's Ray is being torn down: the job still
+    ends with exit 0:0 and is not requeued, and no stop file is left (before the fix, the
+    teardown restored the default action of SIGUSR1 and the job ended killed by signal 10)."""
+    exp = tmp_path / "late.yaml"
+    exp.write_text(LONG_EXPERIMENT.format(iterations=3).replace("id: requeuetest", "id: late"))
+    # 20 minutes: the script's own warning (10 minutes before the limit) stays far away
+    sub = subprocess.run(["sbatch", "--parsable", "--ntasks=1", "--cpus-per-task=1", "--time=20",
+                          f"--output={tmp_path}/job-%j.out", "slurm/sweep.sh", str(exp), "--budget", "smoke", "--out",
+                          str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, env=_env(tmp_path),
+                         timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
+    log_path = tmp_path / f"job-{job}.out"
+    deadline = time.monotonic() + 600
+    while "[sweep.sh] stopping Ray" not in (log_path.read_text() if log_path.exists() else ""):
+        assert time.monotonic() < deadline, "the job never reached its teardown"
+        time.sleep(0.05)
+    signalled = subprocess.run(["scancel", "--batch", "--signal=USR1", job], capture_output=True, text=True)
+    _wait_job(job, 300)
+    log = log_path.read_text()
+    assert signalled.returncode == 0, signalled.stderr  # the job was still there to get it
+    assert _exit_codes(job)[:1] == ["0:0"], log[-3000:]
+    assert _restarts(job) == 0 and "hands over" not in log and "done (exit 0)" in log
+    assert "all 1 trials finished" in log
+    assert not list(REPO.glob(".m3fmarl-stop-*"))
 
 
 def test_array_task_hands_over_on_the_warning_signal_and_continues_its_trial(slurm, tmp_path):
