@@ -154,10 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """A compact, committable copy of a run: its small files and the final policy as weights only."""
-    import shutil
-
-    from m3fmarl.export import export_policy
-    from m3fmarl.reproduce import SMALL_FILES
+    from m3fmarl.export import copy_small_files, export_policy
     from m3fmarl.train import RUN_FILE, checkpoints
 
     run_dir, dest = Path(args.run_dir), Path(args.out)
@@ -173,11 +170,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {dest} is inside the run directory {run_dir}; choose another --out")
     iteration, checkpoint = done[-1]
     export_policy(checkpoint, dest)
-    copied = []
-    for name in SMALL_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, dest / name)
-            copied.append(name)
+    copied = copy_small_files(run_dir, dest)
     size = sum(p.stat().st_size for p in dest.iterdir() if p.is_file())
     print(f"exported {run_dir} (iteration {iteration}) to {dest}: {', '.join(copied)}, policy.pt + policy.json "
           f"({size / 1024:.0f} kB); evaluate it with `m3fmarl evaluate --checkpoint {dest}`")

@@ -92,6 +92,25 @@ def export_policy(checkpoint: str | Path, dest: str | Path) -> Path:
     return dest
 
 
+RUN_SMALL_FILES = ("run.json", "config.yaml", "progress.csv", "evaluation.json")
+"""The files of a run directory worth committing beside its policy export."""
+
+
+def copy_small_files(run_dir: str | Path, dest: str | Path) -> list[str]:
+    """Copy the :data:`RUN_SMALL_FILES` that ``run_dir`` holds into ``dest`` (created); returns
+    their names."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in RUN_SMALL_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, dest / name)
+            copied.append(name)
+    return copied
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """``policy.json`` of an export; ``ValueError`` if it is not one."""
     path = Path(path)

@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,6 @@ from m3fmarl.sweep import (
     trial_dir,
 )
 
-SMALL_FILES = ("run.json", "config.yaml", "progress.csv", "evaluation.json")
-"""Per finished trial, the files committed with the results."""
 POLICY_EXPERIMENTS = ("table2", "fig9")
 """Experiments whose trials' final policies are exported (every Table 2 cell, Fig. 9's policies)."""
 
@@ -60,7 +57,7 @@ POLICY_EXPERIMENTS = ("table2", "fig9")
 def export_results(campaign: Campaign, sweep_dir: Path, out: Path) -> dict[str, Any]:
     """Copy the small files of every finished trial (and the policy exports of those behind
     Table 2 and Fig. 9) to ``out/trials/``; returns the campaign record (campaign.json)."""
-    from m3fmarl.export import export_policy
+    from m3fmarl.export import copy_small_files, export_policy
     from m3fmarl.train import checkpoints, package_versions
 
     trials_out = out / "trials"
@@ -86,10 +83,7 @@ def export_results(campaign: Campaign, sweep_dir: Path, out: Path) -> dict[str, 
         if not finished:
             continue
         dest = trials_out / t.name
-        dest.mkdir(exist_ok=True)
-        for name in SMALL_FILES:
-            if (src / name).is_file():
-                shutil.copy2(src / name, dest / name)
+        copy_small_files(src, dest)
         if set(campaign.used_by[t.name]) & set(POLICY_EXPERIMENTS):
             final = checkpoints(src)[-1][1]
             export_policy(final, dest)

@@ -355,6 +355,7 @@ def _marl_vs_mf(sweep: SweepResult, sweeps: Sequence[SweepResult], per_n: bool) 
     judged: dict[str, list[bool]] = {}
     unstable = []
     for p in sweep.problems([*marl, *extra]):
+        lvl = None if per_n else mf_level(p, sweeps)  # the MF line: once per problem
         for algo in [*marl, *extra]:
             group = [t for t in sweep.finished if t.problem == p and t.algo == algo]
             for n in sorted({t.num_minors for t in group}):
@@ -364,7 +365,6 @@ def _marl_vs_mf(sweep: SweepResult, sweeps: Sequence[SweepResult], per_n: bool) 
                 if per_n:
                     ref = _transferred(p, n, sweeps)
                 else:
-                    lvl = mf_level(p, sweeps)
                     ref = None if lvl is None else Reference((lvl[0], lvl[1]), lvl[2], None)
                 shapes = [s for t in at_n if (s := curve_shape(t.curve()[2])) is not None]
                 if own is None or ref is None:
