@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one algorithm on one problem into a run directory (progress, CSV, TB, checkpoints)."""
     from m3fmarl.config import load_algorithm
-    from m3fmarl.train import RunSpec, train
+    from m3fmarl.train import RunSpec, Terminated, train
 
     settings = load_algorithm(args.algo, args.config)
     if args.timesteps is not None:
@@ -98,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         train(spec, out, settings=settings, resume=args.resume, checkpoint_every=args.checkpoint_every,
               argv=["m3fmarl", *sys.argv[1:]], log=lambda line: print(line, flush=True), cpus=args.cpus)
+    except Terminated:
+        return 128 + signal.SIGTERM  # 143, as if the signal had ended it: what Slurm and shells expect
     except KeyboardInterrupt:
         return 130
     return 0

@@ -352,20 +352,40 @@ def restore_newest(algo: Any, run_dir: Path, log: Callable[[str], None]) -> tupl
     return 0, 0.0
 
 
-class _Terminated(KeyboardInterrupt):
+@contextlib.contextmanager
+def _ray_processes_deaf_to_sigterm() -> Iterator[None]:
+    """Start Ray's local processes (GCS, raylet, workers) with SIGTERM blocked, as Ray itself
+    starts them with SIGINT blocked.  A SIGTERM sent to every process of a job (Slurm's time
+    limit, ``scancel``, ``kill -- -PGID``, a container stop) then reaches only this driver, which
+    saves the last finished iteration; otherwise the raylet exits at once and takes the driver
+    with it ("connection to the plasma store failed. Terminate the process") before the save.
+    The processes still exit with the driver (Ray's fate sharing, SIGKILL on parent death); the
+    price is ``ray.shutdown`` waiting ~1 s per process before it kills them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if signal.SIGTERM not in blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+class Terminated(KeyboardInterrupt):
     """SIGTERM (Slurm's time limit, ``kill``) turned into the same clean stop as Ctrl-C."""
 
 
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
-    """While training in the main thread, SIGTERM raises :class:`_Terminated` (a
+    """While training in the main thread, SIGTERM raises :class:`Terminated` (a
     KeyboardInterrupt), so that it gets Ctrl-C's handling: the last finished iteration is saved."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise _Terminated()
+        raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -431,8 +451,9 @@ def train(
     record["invocations"][-1]["cpus"] = int(cpus)
     write_run_record(run_dir, record)
     if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 configure_logging=True, logging_level="ERROR")
+        with _ray_processes_deaf_to_sigterm():
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                     configure_logging=True, logging_level="ERROR")
     for stale in (run_dir / "checkpoints").glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)  # a checkpoint whose writer was killed
     algo = config.build_algo()
@@ -500,10 +521,10 @@ def train(
             path = save_checkpoint(algo, run_dir, spec, snap["iteration"], snap["env_steps"], keep_checkpoints,
                                    state=pickle.loads(snapshot), time_total_s=snap["time_total_s"])
             saved = snap["iteration"]
-            log(f"{'terminated' if isinstance(stop, _Terminated) else 'interrupted'}: saved {path} "
+            log(f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: saved {path} "
                 f"(iteration {saved}); continue with --resume")
         else:
-            log(f"{'terminated' if isinstance(stop, _Terminated) else 'interrupted'}: last checkpoint is "
+            log(f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: last checkpoint is "
                 f"iteration {saved}; continue with --resume")
         raise
     finally:

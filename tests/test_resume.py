@@ -102,6 +102,43 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path: Path)
     assert all("resumed_from_iteration" in inv for inv in record["invocations"][1:])
 
 
+def test_sigterm_to_every_process_of_the_job_still_saves_the_last_iteration(tmp_path: Path) -> None:
+    """Slurm's time limit, ``scancel`` and ``kill -- -PGID`` signal Ray's own processes too.  In
+    the worst order (the raylet first, the driver 3 s later) the driver must still save: before
+    the fix the raylet exited and took the driver with it, and no checkpoint was written."""
+    psutil = pytest.importorskip("psutil")
+    config = tmp_path / "settings.yaml"
+    config.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in SETTINGS.items()))
+    run, log = tmp_path / "run", tmp_path / "run.log"
+    cmd = _command(run, config)
+    cmd[cmd.index("--iterations") + 1] = "500"
+    cmd[cmd.index("--checkpoint-every") + 1] = "400"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not (
+                (run / "progress.csv").exists() and len(progress_rows(run)) >= 3):
+            time.sleep(0.05)
+        raylet = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "raylet"]
+        assert len(raylet) == 1
+        raylet[0].terminate()  # the GCS, alive, then tells the driver that its node died
+        time.sleep(3.0)
+        assert proc.poll() is None, f"the driver died with Ray's processes:\n{log.read_text()[-3000:]}"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log.read_text()
+    assert "terminated: saved" in text, text[-3000:]
+    assert proc.returncode == 128 + signal.SIGTERM  # 143: ended by SIGTERM, as Slurm and shells read it
+    (saved, _), = checkpoints(run)
+    assert saved >= 3 and len(progress_rows(run)) - 1 <= saved <= len(progress_rows(run))
+
+
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
     config = tmp_path / "settings.yaml"
     config.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in SETTINGS.items()))
