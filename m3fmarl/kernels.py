@@ -6,13 +6,18 @@ performs the same floating-point operations in the same order as the numpy expre
 replaces (sums included: :func:`pairwise_sum` is numpy's summation), and draws from the
 ``np.random.Generator`` it is given in the same order, so results and random streams are
 identical to numpy's (tests/test_kernels.py).  Kernels are compiled on first use and cached on
-disk (``cache=True``); numba never contracts ``a * b + c`` into an FMA unless asked.
+disk (``cache=True``); numba never contracts ``a * b + c`` into an FMA unless asked.  Importing
+this module makes Ctrl-C safe during the kernels' calls (:mod:`m3fmarl.interrupts`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from m3fmarl.interrupts import install_safe_ctrl_c
+
+install_safe_ctrl_c()  # Ctrl-C inside numba's unboxing of a Generator must not crash (m3fmarl/interrupts.py)
 
 PAIRWISE_BLOCK = 128
 """numpy's PW_BLOCKSIZE: blocks up to this length are summed with 8 accumulators."""

@@ -39,6 +39,7 @@ import yaml
 
 from m3fmarl import registry
 from m3fmarl.config import ConfigError, load_algorithm, settings_class
+from m3fmarl.interrupts import raising
 from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import check_choice, check_num_minors
 from m3fmarl.util import use_cpus
@@ -379,19 +380,18 @@ class Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """While training in the main thread, SIGTERM raises :class:`Terminated` (a
-    KeyboardInterrupt), so that it gets Ctrl-C's handling: the last finished iteration is saved."""
+    KeyboardInterrupt), so that it gets Ctrl-C's handling: the last finished iteration is saved.
+    Both handlers never raise inside numba's unboxing of a Generator (:mod:`m3fmarl.interrupts`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, raising(exc))
+                for sig, exc in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt))}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class TrainingStopped(Exception):
