@@ -42,19 +42,20 @@ Generator with ``ctypes.cast``) and whose exceptions it does not always check.""
 def raising(exc_type: type[BaseException]) -> Handler:
     """A signal handler that raises ``exc_type()``, never inside numba's own Python code."""
 
-    running = [False]  # this handler is on the stack: a signal now would raise inside it
+    deferring = [0]  # depth of this handler's deferring branch: a signal there must not raise
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if running[0] or (frame is not None and frame.f_code.co_filename.startswith(UNSAFE_DIRS)):
+        if deferring[0] or (frame is not None and (frame.f_code is handler.__code__  # inside itself
+                                                   or frame.f_code.co_filename.startswith(UNSAFE_DIRS))):
             # the signal again in 0.2 ms, from another thread, when the interpreter has left
             # numba's code (not from here: it would run this handler again inside this one)
-            running[0] = True
+            deferring[0] += 1
             try:
                 timer = threading.Timer(2e-4, os.kill, (os.getpid(), signum))
                 timer.daemon = True
                 timer.start()
             finally:
-                running[0] = False
+                deferring[0] -= 1
             return
         raise exc_type()
 
