@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test test-fast bench reproduce clean-venv
+.PHONY: demo test test-fast lint bench reproduce clean-venv
 
 # torch first (the CPU build on disk; any other torch pulls GBs of CUDA), then the package.
 $(VENV)/done: setup.cfg pyproject.toml
@@ -30,6 +30,9 @@ test-fast: $(VENV)/done
 BUDGET ?= reduced
 reproduce: $(VENV)/done
 	$(BIN)/m3fmarl reproduce --budget $(BUDGET)
+
+lint: $(VENV)/done
+	$(BIN)/ruff check .
 
 bench: $(VENV)/done
 	$(BIN)/m3fmarl bench envs --variant reference

@@ -109,9 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """The paper's evaluation protocol on one checkpoint, over one or more N (transfer, Fig. 9)."""
     from m3fmarl.evaluate import evaluate, load_policy
-    from m3fmarl.train import RUN_FILE, checkpoints
-
     from m3fmarl.export import is_export
+    from m3fmarl.train import RUN_FILE, checkpoints
 
     path = Path(args.checkpoint)
     if (path / RUN_FILE).is_file() and not is_export(path):  # a run directory: its newest complete checkpoint
@@ -432,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from m3fmarl import registry
 
-    p = sub.add_parser("train", help="train M3FPPO/M3FA2C/IPPO/MAPPO on one problem (run directory, checkpoints, --resume)")
+    p = sub.add_parser("train", help="train one algorithm on one problem (run directory, checkpoints, --resume)")
     p.add_argument("--algo", choices=registry.names(), required=True)
     p.add_argument("--problem", type=_problem, required=True, help=f"one of: {problems}")
     p.add_argument("--num-minors", type=positive_int, required=True, help="N of the training system")

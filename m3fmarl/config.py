@@ -104,7 +104,7 @@ class PPOSettings:
     MINIBATCHINGS: ClassVar[tuple[str, ...]] = MINIBATCHINGS
     MINIBATCHING_BY_VARIANT: ClassVar[dict[str, str]] = MINIBATCHING_BY_VARIANT
 
-    def resolved(self, variant: str) -> "PPOSettings":
+    def resolved(self, variant: str) -> PPOSettings:
         """The settings as a run of ``variant`` uses them: ``null`` KL coefficient, KL target and
         minibatching replaced by the variant's values (what ``config.yaml`` of a run records)."""
         kl_coeff, kl_target = KL_BY_VARIANT[variant]
@@ -236,7 +236,7 @@ class A2CSettings:
     num_envs_per_env_runner: int = 120
     """Copies B of the batched env (120 × 20 × 10 = 24000)."""
 
-    def resolved(self, variant: str) -> "A2CSettings":
+    def resolved(self, variant: str) -> A2CSettings:
         """The settings as a run of ``variant`` uses them (no per-variant ``null`` here)."""
         return self
 
@@ -311,7 +311,7 @@ class HMFSettings:
     group_kl_coeff: float = 0.0
     """Weight of KL(π_k ‖ group mean policy) with π_k = softmax(Q_LOC) (0 = off)."""
 
-    def resolved(self, variant: str) -> "HMFSettings":
+    def resolved(self, variant: str) -> HMFSettings:
         """The settings as a run of ``variant`` uses them (HMF has no per-variant values)."""
         return self
 

@@ -35,9 +35,9 @@ import dataclasses
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import yaml
@@ -275,7 +275,8 @@ def merge_sweeps(sweeps: list[Sweep] | tuple[Sweep, ...]) -> Campaign:
     ids = [s.id for s in sweeps]
     dup = next((i for i in ids if ids.count(i) > 1), None)
     if dup is not None:
-        raise ConfigError(f"experiment id {dup!r} given twice ({', '.join(str(s.path) for s in sweeps if s.id == dup)})")
+        paths = ", ".join(str(s.path) for s in sweeps if s.id == dup)
+        raise ConfigError(f"experiment id {dup!r} given twice ({paths})")
     trials: dict[str, Trial] = {}
     used_by: dict[str, list[str]] = {}
     for sweep in sweeps:

@@ -5,7 +5,8 @@ pickled classes and configs: several MB, and unpickling it runs code).  A *polic
 directory with
 
 * ``policy.pt`` — the actor's weights only (``encoder.actor_encoder.*`` and ``pi.*`` of each
-  module, or the prefixes a module class names in ``ACTOR_PREFIXES``; float32 tensors; ``torch.load(..., weights_only=True)`` reads it: no code runs), and
+  module, or the prefixes a module class names in ``ACTOR_PREFIXES``; float32 tensors;
+  ``torch.load(..., weights_only=True)`` reads it: no code runs), and
 * ``policy.json`` — what is needed to rebuild the modules and the environment: algorithm,
   problem, variant, training N, switch overrides, and per module its class (one of this
   package's module classes, checked against an allow-list) and ``model_config``.

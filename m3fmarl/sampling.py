@@ -113,7 +113,7 @@ def iteration_seeds(seed: int, iteration: int) -> dict[str, int]:
     """
     names = ("env", "torch", "numpy", "minibatch", "python")
     words = np.random.SeedSequence([int(seed), int(iteration)]).generate_state(len(names))
-    return {name: int(w) for name, w in zip(names, words)}
+    return {name: int(w) for name, w in zip(names, words, strict=True)}
 
 
 def seed_globals(seeds: dict[str, int]) -> None:

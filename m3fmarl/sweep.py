@@ -44,8 +44,8 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -298,7 +298,8 @@ def run_trial(trial: Trial, out: Path, *, checkpoint_every: int = 10, report: An
         row = _last_row(run_dir) or {}
         have = evaluated_cells(ev, trial.iterations)
         first = have.get(trial.cells[0], {}) if trial.cells else {}
-        metrics = {"iteration": int(row.get("iteration", trial.iterations)), "env_steps": as_float(row.get("env_steps")),
+        metrics = {"iteration": int(row.get("iteration", trial.iterations)),
+                   "env_steps": as_float(row.get("env_steps")),
                    "episode_return_mean": as_float(row.get("episode_return_mean")), "finished": True,
                    "eval_mean": as_float(first.get("mean")), "eval_ci95": as_float(first.get("ci95"))}
         log(f"finished: evaluation {metrics['eval_mean']:.2f} ± {metrics['eval_ci95']:.2f}")
@@ -813,7 +814,8 @@ def list_trials(campaign: Campaign, out: Path) -> list[str]:
              f"the experiments); index name iterations env_steps cpus status used_by"]
     for i, t in enumerate(campaign.trials):
         status = "finished" if is_finished(out, t) else "todo"
-        lines.append(f"{i} {t.name} {t.iterations} {t.env_steps} {t.cpus} {status} {','.join(campaign.used_by[t.name])}")
+        users = ",".join(campaign.used_by[t.name])
+        lines.append(f"{i} {t.name} {t.iterations} {t.env_steps} {t.cpus} {status} {users}")
     return lines
 
 

@@ -44,6 +44,7 @@ from m3fmarl.problems import canonical_name
 from m3fmarl.problems.core import check_choice, check_num_minors
 from m3fmarl.util import use_cpus
 
+
 def is_multiagent(algo: str) -> bool:
     """True for algorithms trained on the multi-agent view (their policies act per agent)."""
     return registry.get(algo).multiagent
@@ -237,7 +238,8 @@ def metrics_row(result: dict[str, Any], iteration: int) -> dict[str, float]:
     sampled = _get(runners, "num_env_steps_sampled")
     return {
         "iteration": iteration,
-        "env_steps": _get(result, "num_env_steps_sampled_lifetime", default=_get(runners, "num_env_steps_sampled_lifetime")),
+        "env_steps": _get(result, "num_env_steps_sampled_lifetime",
+                          default=_get(runners, "num_env_steps_sampled_lifetime")),
         "episode_return_mean": _get(runners, "episode_return_mean"),
         "episode_return_min": _get(runners, "episode_return_min"),
         "episode_return_max": _get(runners, "episode_return_max"),

@@ -607,7 +607,8 @@ class HMFSampler(BatchedSampler):
         self.minor_groups = np.array(state["minor_groups"], dtype=np.int64)
 
 
-def policy_rows(core: MultiAgentCore, rows: Mapping[str, NDArray], module_ids: list[str]) -> dict[str, dict[str, NDArray]]:
+def policy_rows(core: MultiAgentCore, rows: Mapping[str, NDArray],
+                module_ids: list[str]) -> dict[str, dict[str, NDArray]]:
     """The learner's batch of replayed joint transitions ``rows``: per policy the observations
     and next observations of its agents ``(R, k, D)``, their action indices and groups (the
     major: its own group 0), and the team reward and termination of the row."""

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 import tree
+from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
-from ray.rllib.algorithms.ppo import PPOConfig
 
 from m3fmarl.algorithms.m3fppo import normc_init_, use_fast_tanh
 from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore

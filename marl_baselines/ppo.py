@@ -29,18 +29,18 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics import ENV_RUNNER_SAMPLING_TIMER, LEARNER_UPDATE_TIMER, TIMERS
 
+from m3fmarl.algorithms.batched import BatchedPPO, on_environment_created
 from m3fmarl.algorithms.m3fppo import (
     MODEL_CONFIG,
     STANDARDIZE_KEY,
     M3FPPOTorchLearner,
     M3FPPOTorchRLModule,
     apply_overrides,
+    normc_init_,
     ppo_training,
     split_settings,
-    normc_init_,
     use_fast_tanh,
 )
-from m3fmarl.algorithms.batched import BatchedPPO, on_environment_created
 from m3fmarl.multiagent.core import MAJOR_ID, MultiAgentCore, policy_of
 from m3fmarl.multiagent.envs import register_rllib_envs, rllib_env_name
 from m3fmarl.problems import canonical_name

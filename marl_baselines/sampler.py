@@ -292,7 +292,7 @@ class BatchedSampler(SamplerState):
         for g in self.groups:
             sel = g.slice
 
-            def rows(x: NDArray) -> NDArray:
+            def rows(x: NDArray, sel: slice = sel) -> NDArray:
                 # (T, B, k, ...) -> (B, k, T, ...) -> rows: each agent's trajectory contiguous.
                 y = np.moveaxis(x[:, :, sel], 0, 2)
                 return np.ascontiguousarray(y.reshape((-1,) + y.shape[3:]))

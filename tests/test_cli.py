@@ -38,7 +38,7 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], needle: str | None) 
     assert out.returncode == 2
     assert needle in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(("m3fmarl", "usage"))
-    assert len([l for l in out.stderr.splitlines() if "error" in l]) == 1
+    assert len([line for line in out.stderr.splitlines() if "error" in line]) == 1
 
 
 def test_bench_envs_authors_src_errors(tmp_path: Path) -> None:

@@ -84,8 +84,8 @@ def test_evaluate_untrained_is_deterministic_and_leaves_torch_rng_alone() -> Non
     a = evaluate(pol, num_minors=[2, 6], episodes=5, num_envs=3, seed=1)
     assert torch.equal(torch.random.get_rng_state(), before)
     b = evaluate(pol, num_minors=[2, 6], episodes=5, num_envs=3, seed=1)
-    assert a == b and all(np.array_equal(x.returns, y.returns) for x, y in zip(a, b))
-    for r, n in zip(a, [2, 6]):
+    assert a == b and all(np.array_equal(x.returns, y.returns) for x, y in zip(a, b, strict=True))
+    for r, n in zip(a, [2, 6], strict=True):
         check_stats(r, n, "centralized", 5)
         assert (r.problem, r.variant, r.train_num_minors, r.seed) == ("potential", "reference", 4, 1)
     # an N's result does not depend on which other N are evaluated in the same call
@@ -171,7 +171,7 @@ def test_load_and_evaluate_ce_de(trained, problem) -> None:
         # 6 episodes with 4 copies: two batches, the second one cut
         res = evaluate(pol, num_minors=[3, 7], episodes=6, execution=execution, num_envs=4, seed=0)
         assert [r.num_minors for r in res] == [3, 7]
-        for r, n in zip(res, [3, 7]):
+        for r, n in zip(res, [3, 7], strict=True):
             check_stats(r, n, execution, 6)
             assert (r.problem, r.variant, r.train_num_minors) == (problem, "reference", 5)
     default = evaluate(pol, num_minors=3)  # spec §2.0 episode counts, training variant
@@ -194,7 +194,7 @@ def test_checkpoint_round_trip(trained, problem) -> None:
         a = evaluate(in_memory, num_minors=[3, 7], episodes=4, execution=execution, num_envs=4, seed=5)
         b = evaluate(loaded, num_minors=[3, 7], episodes=4, execution=execution, num_envs=4, seed=5)
         assert a == b
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x.returns, y.returns)
 
 
@@ -204,7 +204,7 @@ def test_seeds(trained) -> None:
     for execution in ("centralized", "decentralized"):
         kw = dict(num_minors=[3, 7], episodes=4, execution=execution, num_envs=4)
         a, b, c = evaluate(pol, seed=0, **kw), evaluate(pol, seed=0, **kw), evaluate(pol, seed=1, **kw)
-        for x, y, z in zip(a, b, c):
+        for x, y, z in zip(a, b, c, strict=True):
             np.testing.assert_array_equal(x.returns, y.returns)
             assert x == y and x.mean != z.mean
             assert not np.any(x.returns == z.returns)

@@ -450,7 +450,7 @@ def test_same_seed_same_trajectory(seed, variant):
 
     (s1, r1), (s2, r2) = rollout(seed), rollout(seed)
     np.testing.assert_array_equal(r1, r2)
-    for a, b in zip(s1, s2):
+    for a, b in zip(s1, s2, strict=True):
         for f in dataclasses.fields(ForagingState):
             np.testing.assert_array_equal(getattr(a, f.name), getattr(b, f.name))
     s3, _ = rollout(seed + 1)

@@ -77,7 +77,7 @@ def test_same_seed_same_frames_and_caller_rng_untouched() -> None:
     assert torch.equal(torch.random.get_rng_state(), before)
     b = rollout_frames(pol, 40, [0, 10, 50], seed=7)
     c = rollout_frames(pol, 40, [0, 10, 50], seed=8)
-    for sa, sb in zip(a["states"], b["states"]):
+    for sa, sb in zip(a["states"], b["states"], strict=True):
         np.testing.assert_array_equal(sa.minors, sb.minors)
         np.testing.assert_array_equal(sa.bar, sb.bar)
         np.testing.assert_array_equal(sa.target, sb.target)
@@ -89,7 +89,7 @@ def test_bar_fraction_matches_a_direct_count_and_occupancy() -> None:
     pol = untrained("beach-bar")
     times = list(range(0, 201, 20))
     frames = rollout_frames(pol, 50, times, seed=3)
-    for t, state in zip(frames["times"], frames["states"]):
+    for t, state in zip(frames["times"], frames["states"], strict=True):
         assert frames["bar_fraction"][t] == pytest.approx(direct_bar_fraction(state))
     # one episode of the occupancy statistic is the same episode (B = 1, same seeds)
     occ = beach_bar_occupancy(pol, num_minors=50, episodes=1, seed=3)

@@ -86,7 +86,7 @@ def test_reference_spaces_match_the_authors_wrappers(golden_name: str, n: int) -
         _check_box(env.action_space, act)
     else:
         assert isinstance(env.action_space, spaces.Tuple) and len(env.action_space.spaces) == len(act["spaces"])
-        for ours, theirs in zip(env.action_space.spaces, act["spaces"]):
+        for ours, theirs in zip(env.action_space.spaces, act["spaces"], strict=True):
             if theirs["type"] == "Discrete":
                 assert isinstance(ours, spaces.Discrete) and ours.n == theirs["n"]
             else:

@@ -308,7 +308,7 @@ def test_learner_loss_is_the_two_level_formula_and_targets_follow_softly(ray_ses
         assert set(losses) == {"major", "minor"}
         batch = MultiAgentBatch({mid: SampleBatch(cols) for mid, cols in per.items()}, env_steps=len(rows["rewards"]))
         online_before = {mid: {k: p.clone() for k, p in m.nets.named_parameters()} for mid, m in modules.items()}
-        for step in range(2):  # the query starts at 0 (λ uniform: the plain mean): keys learn from step 2
+        for _ in range(2):  # the query starts at 0 (λ uniform: the plain mean): keys learn from step 2
             before = {mid: [p.clone() for p in m._target_nets.parameters()] for mid, m in modules.items()}
             learner.update(batch=batch, timesteps={"num_env_steps_sampled_lifetime": 80}, num_epochs=1)
             for mid, m in modules.items():

@@ -9,7 +9,8 @@ multi-agent view is easiest: a minor sees its own cell and the bar's as one-hots
 bar" is one lookup.  Evaluated return (final checkpoint, 300 episodes) vs uniform-random agents
 −691.5 ± 1.4 (500 episodes): after 40 iterations −642 (training metric), after 50 iterations
 −584.4 ± 2.7 (evaluated), ≈ 2.5 s per iteration.  The test's 45 iterations: −628.0 ± 2.2
-(shuffled minibatches), −623.2 ± 2.6 (the reference variant's contiguous minibatches, FastTanh).  Potential (the M3FPPO learning problem) showed
+(shuffled minibatches), −623.2 ± 2.6 (the reference variant's contiguous minibatches, FastTanh).  Potential (the M3FPPO
+learning problem) showed
 no IPPO trend in 60 iterations: the major cannot act and 5 minors move it only collectively.
 """
 
@@ -27,8 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from m3fmarl.cli import main
 from m3fmarl import registry
+from m3fmarl.cli import main
 from m3fmarl.config import PPOSettings, settings_class
 from m3fmarl.multiagent import MultiAgentCore
 from m3fmarl.rollout import ReturnStats

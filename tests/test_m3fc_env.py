@@ -65,7 +65,7 @@ def test_same_seed_same_trajectory_and_states_in_space(name: str, variant: str) 
     oa, ra = _rollout(a, seed=3, steps=30)
     ob, rb = _rollout(b, seed=3, steps=30)
     assert ra == rb
-    for x, y in zip(oa, ob):
+    for x, y in zip(oa, ob, strict=True):
         np.testing.assert_array_equal(x, y)
         assert a.observation_space.contains(x)
     _, rc = _rollout(M3FCEnv(name, num_minors=6, variant=variant), seed=4, steps=30)

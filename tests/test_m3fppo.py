@@ -16,15 +16,14 @@ import pytest
 pytest.importorskip("ray.rllib")
 torch = pytest.importorskip("torch")
 
-from ray.rllib.core.columns import Columns  # noqa: E402
-
 from ray.rllib.algorithms.algorithm import Algorithm  # noqa: E402
+from ray.rllib.core.columns import Columns  # noqa: E402
 
 from m3fmarl.algorithms.m3fppo import (  # noqa: E402
     FastTanh,
+    M3FCAlgorithm,
     M3FPPOTorchLearner,
     M3FPPOTorchRLModule,
-    M3FCAlgorithm,
     ReferenceMinibatches,
     m3fppo_config,
     rllib18_value_loss,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import m3fmarl
+from m3fmarl.golden import GOLDEN_DIR
 from m3fmarl.multiagent import MultiAgentCore, rllib_env_class
 from m3fmarl.problems import PAPER_NAMES, PROBLEMS, make_problem
-from m3fmarl.golden import GOLDEN_DIR
 from marl_baselines.sampler import BatchedSampler, gae
 
 GOLDEN = GOLDEN_DIR / "marl_spaces_and_examples.json"

@@ -18,9 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 from m3fmarl.experiments import load_experiment, merge_sweeps
 from m3fmarl.results.report import (

@@ -51,8 +51,8 @@ def _cells(ev: dict) -> list[Cell]:
 
 def test_every_paper_id_has_a_definition():
     ids = {p.stem for p in experiment_files()}
-    assert ids == {"table2", "fig5", "fig6", "fig7", "fig9", "fig10", "fig12", "fig13", "mfppo-n", "mfppo-transfer", "hmf-n",
-                   "hmf-transfer"}
+    assert ids == {"table2", "fig5", "fig6", "fig7", "fig9", "fig10", "fig12", "fig13",
+                   "mfppo-n", "mfppo-transfer", "hmf-n", "hmf-transfer"}
     for path in experiment_files():
         assert load_experiment(path, "smoke", algorithms=ALL_ALGOS).id == path.stem
 

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import tree
 from ray.rllib.algorithms.ppo import PPOConfig
-from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.algorithms.ppo.ppo import (
     LEARNER_RESULTS_KL_KEY,
     LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
@@ -36,6 +35,7 @@ from ray.rllib.algorithms.ppo.ppo import (
 )
 from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -198,7 +198,7 @@ class ReferenceMinibatches:
             if mask is not None:
                 keep = torch.as_tensor(mask).bool()
 
-                def rows(leaf: Any) -> Any:
+                def rows(leaf: Any, keep: torch.Tensor = keep, n: int = n) -> Any:
                     return leaf[keep] if hasattr(leaf, "shape") and leaf.shape[:1] == (n,) else leaf
 
                 # nested columns too: a Tuple action space gives a tuple of per-part tensors
@@ -442,7 +442,8 @@ def split_settings(settings: Any, settings_class: type, overrides: dict[str, Any
         raise TypeError(f"settings must be a {settings_class.__name__}, got {type(base).__name__}")
     fields = {f.name for f in dataclasses.fields(settings_class)}
     mine = {k: v for k, v in overrides.items() if k in fields}
-    return (dataclasses.replace(base, **mine) if mine else base), {k: v for k, v in overrides.items() if k not in fields}
+    rest = {k: v for k, v in overrides.items() if k not in fields}
+    return (dataclasses.replace(base, **mine) if mine else base), rest
 
 
 def m3fc_base_config(

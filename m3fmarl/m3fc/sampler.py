@@ -114,7 +114,7 @@ class M3FCSampler(SamplerState):
         """``(xi, major)`` for :meth:`M3FCCore.advance`: Box parts clipped to their bounds
         (RLlib's ``normalize_actions`` on Box(−1, 1)), a Discrete major as int64."""
         out = []
-        for space, part in zip(self._parts, parts):
+        for space, part in zip(self._parts, parts, strict=True):
             if isinstance(space, spaces.Box):
                 out.append(np.clip(part, space.low, space.high).astype(np.float64))
             else:
@@ -144,7 +144,7 @@ class M3FCSampler(SamplerState):
                 act_bufs = [np.empty((t_len,) + p.shape, dtype=p.dtype) for p in parts]
                 dist_buf = np.empty((t_len,) + inputs.shape, dtype=np.float32)
             obs_buf[t], logp_buf[t], dist_buf[t] = obs, logp, inputs
-            for buf, p in zip(act_bufs, parts):
+            for buf, p in zip(act_bufs, parts, strict=True):
                 buf[t] = p
             xi, major = self.to_env(parts)
             state, reward = core.advance(state, xi, major, rng)

@@ -70,7 +70,9 @@ class MultiAgentCore:
     """
 
     def __init__(self, problem: str | Problem, num_minors: int = 20, variant: str = "paper", **switches: Any) -> None:
-        self.problem = problem if isinstance(problem, Problem) else make_problem(problem, num_minors, variant, **switches)
+        if not isinstance(problem, Problem):
+            problem = make_problem(problem, num_minors, variant, **switches)
+        self.problem = problem
         p = self.problem
         self.name = p.name
         self.num_minors = p.num_minors

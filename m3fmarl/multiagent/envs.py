@@ -196,10 +196,9 @@ def register_rllib_envs() -> list[str]:
     """Register ``m3fmarl-<problem>`` for every problem with Ray Tune's env registry."""
     from ray.tune.registry import register_env
 
+    cls = rllib_env_class()
     names = []
     for name in PROBLEMS:
-        cls = rllib_env_class()
-
         def creator(config: Any, _name: str = name) -> Any:
             return cls({**dict(config or {}), "problem": _name})
 

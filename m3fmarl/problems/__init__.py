@@ -63,7 +63,7 @@ def switch_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for field, doc in zip(body, body[1:]):
+        for field, doc in zip(body, body[1:], strict=False):
             if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
                     and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)):
                 docs[field.target.id] = " ".join(str(doc.value.value).split())

@@ -155,12 +155,12 @@ class State:
     def num_envs(self) -> int:
         return int(self.t.shape[0])
 
-    def copy(self) -> "State":
+    def copy(self) -> State:
         return dataclasses.replace(
             self, **{f.name: np.array(getattr(self, f.name), copy=True) for f in dataclasses.fields(self)}
         )
 
-    def take(self, index: Any) -> "State":
+    def take(self, index: Any) -> State:
         """The copies selected by ``index`` (a slice, index array or mask), as a new state."""
         return dataclasses.replace(
             self, **{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)}

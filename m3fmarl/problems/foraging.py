@@ -516,7 +516,7 @@ class Foraging(Problem[ForagingState]):
 
         ax.axhspan(MAJOR_LOW[1], MAJOR_HIGH[1], color="0.9", zorder=0, label="truck strip")
         alive = state.area_alive[index]
-        for q, size in zip(state.area_locations[index][alive], state.area_sizes[index][alive]):
+        for q in state.area_locations[index][alive]:
             ax.add_patch(Circle(q, RANGE, fill=False, ls="--", color="tab:purple", alpha=0.5))
         ax.scatter(
             *state.area_locations[index][alive].T,

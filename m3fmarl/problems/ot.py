@@ -229,7 +229,7 @@ def ot_cost_batch(x: NDArray, p: NDArray, num_threads: int | None = None) -> NDA
     return np.fromiter(_pool(min(threads, b)).map(solve, range(b)), dtype=np.float64, count=b)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool(num_threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="m3fmarl-ot")
 

@@ -43,8 +43,8 @@ from m3fmarl.problems.core import (
     Switches,
     batched_histogram,
     nearest_bin,
-    wrap,
     with_major_slot,
+    wrap,
 )
 
 LO, HI, LENGTH = -2.0, 2.0, 4.0

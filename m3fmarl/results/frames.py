@@ -49,9 +49,9 @@ import torch
 from m3fmarl.evaluate import Policy
 from m3fmarl.m3fc.env import EXECUTIONS
 from m3fmarl.m3fc.vector import M3FCVectorEnv
-from m3fmarl.rollout import play
 from m3fmarl.problems import PAPER_NAMES, canonical_name
 from m3fmarl.problems.core import State, check_choice
+from m3fmarl.rollout import play
 from m3fmarl.util import torch_threads
 
 SNAPSHOT_TIMES: dict[str, dict[str, tuple[int, ...]]] = {
@@ -269,13 +269,13 @@ def _draw_row(fig: Any, axes: Sequence[Any], frames: Mapping[str, Any]) -> None:
     if name == "beach-bar":
         vmax = max(max(float(_beach_histogram(s).max()) for s in frames["states"]), 0.05)
         image = None
-        for ax, t, state in zip(axes, frames["times"], frames["states"]):
+        for ax, t, state in zip(axes, frames["times"], frames["states"], strict=True):
             image = _draw_beach(ax, state, vmax)
             ax.set_title(f"{label}, t = {t}, on bar {frames['bar_fraction'][t]:.0%}", fontsize=10)
         axes[0].legend(loc="upper left", fontsize=6, framealpha=0.7, markerscale=0.5)
         fig.colorbar(image, ax=list(axes), shrink=0.85, label="fraction of minors")
         return
-    for ax, t, state in zip(axes, frames["times"], frames["states"]):
+    for ax, t, state in zip(axes, frames["times"], frames["states"], strict=True):
         problem.draw(ax, state, 0)
         if name == "potential":
             _draw_potential_extras(ax, problem, state)
@@ -293,7 +293,7 @@ def _render_rows(frames_list: Sequence[Mapping[str, Any]], out_png: str | Path) 
     cols = max(len(f["times"]) for f in frames_list)
     fig = _figure(len(frames_list), cols)
     grid = fig.subplots(len(frames_list), cols, squeeze=False)
-    for row, frames in zip(grid, frames_list):
+    for row, frames in zip(grid, frames_list, strict=True):
         _draw_row(fig, row[: len(frames["times"])], frames)
         for ax in row[len(frames["times"]):]:
             ax.set_axis_off()

@@ -32,8 +32,8 @@ import csv
 import dataclasses
 import json
 import math
-import textwrap
 import sys
+import textwrap
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,9 +42,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from m3fmarl.problems import PAPER_NAMES, PROBLEMS
 from m3fmarl import registry
 from m3fmarl.experiments import Cell
+from m3fmarl.problems import PAPER_NAMES, PROBLEMS
 from m3fmarl.sweep import LEDGER, evaluated_cells, read_evaluation
 from m3fmarl.util import as_float
 
@@ -64,8 +64,9 @@ M3F_ALGOS = registry.names("m3fc")
 REFERENCE = registry.mf_reference()
 """The algorithm whose policies give the MF line and Figs. 5, 6, 9 (the paper's M3FPPO)."""
 TABLE2_N = 20
-FIGURE_KINDS = {"fig5": "fig5", "fig6": "fig6", "fig7": "fig7", "fig9": "fig9", "fig10": "fig10", "fig12": "fig12",
-                "fig13": "fig13", "mfppo-n": "fig12", "mfppo-transfer": "fig9", "hmf-n": "fig12", "hmf-transfer": "fig9"}
+FIGURE_KINDS = {"fig5": "fig5", "fig6": "fig6", "fig7": "fig7", "fig9": "fig9", "fig10": "fig10",
+                "fig12": "fig12", "fig13": "fig13", "mfppo-n": "fig12", "mfppo-transfer": "fig9",
+                "hmf-n": "fig12", "hmf-transfer": "fig9"}
 """Experiment id → the paper figure it is drawn like (the MF-PPO and HMF experiments, spec §4.1,
 §4.2, reuse the curves-per-N figure of IPPO/MAPPO and the transfer figure of M3FPPO)."""
 FIGURES = tuple(FIGURE_KINDS)
@@ -271,8 +272,8 @@ def load_sweep(path: str | Path) -> list[SweepResult]:
                         for r in t.evaluation or []}
                 finished = t.evaluation is not None and all(c in have for c in want)
                 if finished and want:  # this experiment's cells only, not those others ask of a shared trial
-                    t = dataclasses.replace(t, evaluation=[r for r, c in zip(t.evaluation, _cells(t.evaluation))
-                                                           if c in want])
+                    cells = zip(t.evaluation, _cells(t.evaluation), strict=True)
+                    t = dataclasses.replace(t, evaluation=[r for r, c in cells if c in want])
                 sweep.trials.append(t if finished else dataclasses.replace(t, evaluation=None))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ReportError(f"{ledger}: experiment entry {exp!r:.60} is not a ledger experiment (experiment, "
@@ -404,7 +405,8 @@ def seeds_markdown(sweep: SweepResult) -> str:
         return ""
     return ("Over seeds (cells with ≥ 3 finished seeds): interquartile mean of the per-seed N = 20 evaluations with "
             "a 95 % percentile-bootstrap CI over seeds (rliable's recommendation for few runs), and mean ± std "
-            "over seeds.\n\n| problem | algorithm | seeds | IQM [95 % bootstrap CI] | mean ± std |\n|---|---|---|---|---|\n"
+            "over seeds.\n\n"
+            "| problem | algorithm | seeds | IQM [95 % bootstrap CI] | mean ± std |\n|---|---|---|---|---|\n"
             + "\n".join(lines) + "\n")
 
 
