@@ -44,6 +44,7 @@ from m3fmarl.sweep import (
     SweepError,
     check_ledger,
     is_finished,
+    list_trials,
     load_campaign,
     read_evaluation,
     run_sweep,
@@ -283,6 +284,10 @@ def reproduce(budget: str, out: Path, *, address: str | None = None, cpus: int |
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / args.budget
+    if args.status:
+        files = [str(p) for p in (args.experiments or experiment_files())]
+        print("\n".join(list_trials(load_campaign(files, args.budget), out / "sweep")))
+        return 0
     command = " ".join(["m3fmarl", "reproduce", "--budget", args.budget, "--out", str(out)]
                        + (["--address", args.address] if args.address else [])
                        + (["--cpus", str(args.cpus)] if args.cpus else []))
@@ -312,4 +317,7 @@ def add_parser(sub: Any) -> None:
                    help="IPPO/MAPPO curves in figs 7/12/13 (see m3fmarl report --help)")
     p.add_argument("--experiments", nargs="+", metavar="EXPERIMENT",
                    help="experiment files to use instead of every file in experiments/")
+    p.add_argument("--status", action="store_true",
+                   help="where the campaign in --out stands (each trial finished / started:<iterations> / todo, "
+                        "CPU-hours, ETA), read from its files while it runs or after; runs nothing")
     p.set_defaults(func=cmd_reproduce)

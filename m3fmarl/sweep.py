@@ -503,6 +503,14 @@ def campaign_progress(sweep: Campaign, out: Path, slots: int) -> dict[str, Any]:
     return {"finished": finished, "started": running, "not_started": todo, "cpu_hours": cpu_s / 3600, "eta_s": eta}
 
 
+def progress_line(sweep: Campaign, out: Path, slots: int) -> str:
+    """One line of :func:`campaign_progress`: trials done / started / not started, CPU-hours, ETA."""
+    p = campaign_progress(sweep, out, slots)
+    eta = "unknown (no rate measured yet)" if p["eta_s"] is None else _elapsed(p["eta_s"])
+    return (f"trials: {p['finished']} done, {p['started']} started, {p['not_started']} not started | "
+            f"{p['cpu_hours']:.1f} CPU-h of training so far | ETA {eta}")
+
+
 class ProgressTable:
     """A compact live table of the sweep, printed at most every ``every`` seconds and on every
     trial start, finish and failure; its header line has the campaign's progress
@@ -545,10 +553,7 @@ class ProgressTable:
         counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts().items()))
         lines = [f"[sweep {self.sweep.label}/{self.sweep.budget} {_elapsed(now - self.t0)}] {counts}"]
         if self.out is not None:
-            p = campaign_progress(self.sweep, self.out, self.slots)
-            eta = "unknown (no rate measured yet)" if p["eta_s"] is None else _elapsed(p["eta_s"])
-            lines.append(f"  trials: {p['finished']} done, {p['started']} started, {p['not_started']} not started | "
-                         f"{p['cpu_hours']:.1f} CPU-h of training so far | ETA {eta}")
+            lines.append("  " + progress_line(self.sweep, self.out, self.slots))
         lines.append(f"  {'trial':<54} {'status':<10} {'iter':>11} {'env steps':>9} {'return':>9} {'eval':>9}")
         for name, st in self.state.items():
             if st["status"] == "pending" and len(self.state) > 12:
@@ -808,14 +813,20 @@ def default_out(campaign: Campaign) -> Path:
 
 def list_trials(campaign: Campaign, out: Path) -> list[str]:
     """``--list``: one line per distinct trial (index, name, iterations, env steps, CPUs, status,
-    the experiments that use it)."""
+    the experiments that use it; status ``finished``, ``started:<iterations done>`` or ``todo``),
+    then a ``#`` line with the campaign's progress in ``out`` (:func:`progress_line`, its ETA
+    for as many trials at a time as this machine's CPUs hold).  Read from the run directories
+    only: safe while the sweep runs, in another shell or on a cluster's login node."""
     named = sum(len(e.trials) for e in campaign.experiments)
     lines = [f"# {campaign.label} ({campaign.budget} budget): {len(campaign.trials)} distinct trials ({named} named by "
              f"the experiments); index name iterations env_steps cpus status used_by"]
     for i, t in enumerate(campaign.trials):
-        status = "finished" if is_finished(out, t) else "todo"
+        done = _trial_time(trial_dir(out, t))[0]
+        status = "finished" if is_finished(out, t) else f"started:{done}" if done else "todo"
         users = ",".join(campaign.used_by[t.name])
         lines.append(f"{i} {t.name} {t.iterations} {t.env_steps} {t.cpus} {status} {users}")
+    slots = max(1, (os.cpu_count() or 1) // max((t.cpus for t in campaign.trials), default=1))
+    lines.append(f"# {progress_line(campaign, out, slots)} (at {slots} trial(s) at a time)")
     return lines
 
 

@@ -514,8 +514,9 @@ evaluation: {num_minors: [3, 5], episodes: 4}
     listing = subprocess.run([*base, "--list"], capture_output=True, text=True, env=_env(), timeout=120)
     header = ("# marl (paper budget): 2 distinct trials (2 named by the experiments); index name iterations "
               "env_steps cpus status used_by")
-    assert listing.stdout.splitlines() == [header, f"0 {names['potential', 0]} 1 2000 1 todo marl",
-                                           f"1 {names['potential', 1]} 1 2000 1 todo marl"]
+    assert listing.stdout.splitlines()[:-1] == [header, f"0 {names['potential', 0]} 1 2000 1 todo marl",
+                                                f"1 {names['potential', 1]} 1 2000 1 todo marl"]
+    assert listing.stdout.splitlines()[-1].startswith("# trials: 0 done, 0 started, 2 not started | 0.0 CPU-h")
     for index, name in [(1, names["potential", 1])]:
         p = subprocess.run([*base, "--trial-index", str(index)], capture_output=True, text=True, env=_env(),
                            timeout=300)
@@ -527,9 +528,37 @@ evaluation: {num_minors: [3, 5], episodes: 4}
         assert _cells(ev) == [Cell(3, "multi-agent", 4, 0), Cell(5, "multi-agent", 4, 0)]
     assert sorted(p.name for p in (out / "trials").iterdir()) == [names["potential", 1]]  # only trial 1 ran
     again = subprocess.run([*base, "--list"], capture_output=True, text=True, env=_env(), timeout=120)
-    assert again.stdout.splitlines() == [header, f"0 {names['potential', 0]} 1 2000 1 todo marl",
-                                         f"1 {names['potential', 1]} 1 2000 1 finished marl"]
+    assert again.stdout.splitlines()[:-1] == [header, f"0 {names['potential', 0]} 1 2000 1 todo marl",
+                                              f"1 {names['potential', 1]} 1 2000 1 finished marl"]
+    assert again.stdout.splitlines()[-1].startswith("# trials: 1 done, 0 started, 1 not started | ")
 
+
+
+def test_list_and_reproduce_status_tell_started_trials_from_the_run_directories(tmp_path):
+    """`m3fmarl reproduce --status` (the same listing as `sweep --list`) reads where a campaign stands
+    from its files alone, without Ray: a trial with 3 of 4 iterations in its progress.csv is
+    ``started:3``, the others ``todo``; the last line has the CPU-hours and an ETA from the
+    started trial's own rate (10 s per iteration; the others, of its problem or algorithm, at
+    the same rate: 1 + 4 + 4 + 4 iterations left), spread over this machine's CPUs."""
+    exp = tmp_path / "t.yaml"
+    exp.write_text(GOOD.replace("    iterations: 2\n", "    iterations: 4\n"))
+    names = _names(exp)
+    out = tmp_path / "results"
+    started = out / "sweep" / "trials" / names["potential", 0]
+    started.mkdir(parents=True)
+    (started / "progress.csv").write_text("iteration,env_steps,time_total_s\n1,24000,10.0\n2,48000,20.0\n"
+                                          "3,72000,30.0\n")
+    p = subprocess.run([*M3FCLI, "reproduce", "--budget", "paper", "--out", str(out), "--experiments", str(exp),
+                        "--status"], capture_output=True, text=True, env=_env(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    status = {line.split()[1]: line.split()[5] for line in lines if line[:1].isdigit()}
+    assert status == {name: "started:3" if key == ("potential", 0) else "todo" for key, name in names.items()}
+    slots = os.cpu_count() or 1
+    eta = int(130 / slots)
+    assert lines[-1] == (f"# trials: 0 done, 1 started, 3 not started | 0.0 CPU-h of training so far | "
+                         f"ETA {eta // 60}m{eta % 60:02d}s (at {slots} trial(s) at a time)")
+    assert not (out / "sweep" / "sweep.json").exists()  # nothing was run or written
 
 @pytest.mark.slow
 def test_trial_larger_than_any_node_is_refused(tmp_path):
@@ -688,12 +717,13 @@ def test_campaign_trains_a_shared_trial_once_and_evaluates_the_union(campaign_di
     listing = subprocess.run([*M3FCLI, "sweep", str(c["files"]["a"]), str(c["files"]["b"]), "--budget", "smoke",
                               "--out", str(out), "--list"], capture_output=True, text=True, env=_env(), timeout=120)
     assert listing.returncode == 0, listing.stderr
-    assert listing.stdout.splitlines() == [
+    assert listing.stdout.splitlines()[:-1] == [
         "# expa+expb (smoke budget): 3 distinct trials (4 named by the experiments); index name iterations env_steps "
         "cpus status used_by",
         f"0 {shared} 1 2000 1 finished expa,expb",
         f"1 {c['own_a']} 1 2000 1 finished expa",
         f"2 {c['own_b']} 1 2000 1 finished expb"]
+    assert listing.stdout.splitlines()[-1].startswith("# trials: 3 done, 0 started, 0 not started | ")
     # --trial-index counts the distinct trials (3), not the 4 the experiments name
     beyond = subprocess.run([*M3FCLI, "sweep", str(c["files"]["a"]), str(c["files"]["b"]), "--budget", "smoke",
                              "--out", str(out), "--trial-index", "3"], capture_output=True, text=True, env=_env(),
