@@ -771,9 +771,10 @@ def test_experiment_added_to_a_finished_sweep_gets_only_its_missing_cells(campai
     assert entry["used_by"] == ["expa", "expb", "expc"] and len(entry["cells"]) == 5
     listing = subprocess.run([*M3FCLI, "sweep", *(str(c["files"][k]) for k in "abc"), "--budget", "smoke",
                               "--out", str(out), "--list"], capture_output=True, text=True, env=_env(), timeout=120)
-    assert listing.stdout.splitlines()[1:] == [f"0 {shared} 1 2000 1 finished expa,expb,expc",
-                                               f"1 {c['own_a']} 1 2000 1 finished expa",
-                                               f"2 {c['own_b']} 1 2000 1 finished expb"]
+    assert listing.stdout.splitlines()[1:-1] == [f"0 {shared} 1 2000 1 finished expa,expb,expc",
+                                                 f"1 {c['own_a']} 1 2000 1 finished expa",
+                                                 f"2 {c['own_b']} 1 2000 1 finished expb"]
+    assert listing.stdout.splitlines()[-1].startswith("# trials: 3 done, 0 started, 0 not started | ")
 
 
 @pytest.mark.slow
